@@ -1,0 +1,82 @@
+# skewless: `make help` lists the targets. Every target works on a fresh clone.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+USERS ?= 10000
+DAYS ?= 120
+SEED ?= 7
+PORT ?= 8000
+PYTEST_ARGS ?=
+UV_VERSION := 0.13.9
+
+VENV := .venv
+PY := $(VENV)/bin/python
+# Load .state/env (written by the Redis helper) so every target sees the same Redis.
+WITH_ENV := set -a; [ -f .state/env ] && . .state/env; set +a;
+
+.PHONY: help setup redis-up data validate apply materialize train pipeline serve demo stop test test-unit test-integration lint format bench
+
+help: ## Show this help
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
+
+$(VENV)/.synced: pyproject.toml uv.lock
+	@command -v python3 >/dev/null || { echo "error: python3 (3.11) is required"; exit 1; }
+	@[ -x $(PY) ] || python3 -m venv $(VENV)
+	@$(PY) -m pip install -q "uv==$(UV_VERSION)"
+	$(VENV)/bin/uv sync --frozen --python $(PY)
+	@touch $@
+
+setup: $(VENV)/.synced ## Install Python deps into .venv (from uv.lock) and redis-server if missing
+	@bash infra/local/redis.sh install
+
+redis-up: setup ## Start (or reuse) the private Redis; writes .state/env
+	@bash infra/local/redis.sh up
+
+data: setup ## Generate the churn source tables (USERS, DAYS, SEED)
+	$(PY) -m feature_repo.datagen.generate --out data --users $(USERS) --days $(DAYS) --seed $(SEED)
+
+validate: setup ## Validate the source tables (schema, nulls, ranges, timestamps, duplicates)
+	@$(WITH_ENV) $(PY) -m feature_repo.pipeline.cli validate
+
+apply: redis-up ## feast apply the feature repo
+	@$(WITH_ENV) $(PY) -m feature_repo.pipeline.cli apply
+
+materialize: redis-up ## Incrementally materialize validated features into Redis
+	@$(WITH_ENV) $(PY) -m feature_repo.pipeline.cli materialize
+
+train: redis-up ## Train, evaluate and register the churn model in MLflow (gated promotion)
+	@$(WITH_ENV) $(PY) -m training train
+
+pipeline: ## data -> validate -> apply -> materialize -> train
+	@$(MAKE) --no-print-directory data validate apply materialize train
+
+serve: redis-up ## Serve the champion model on 127.0.0.1:$(PORT)
+	@$(WITH_ENV) $(VENV)/bin/uvicorn serving.app:create_app --factory --host 127.0.0.1 --port $(PORT) --no-access-log
+
+demo: ## The whole job end to end, then serve: make demo USERS=10000 PORT=8000
+	@$(MAKE) --no-print-directory pipeline
+	@$(MAKE) --no-print-directory serve
+
+stop: ## Stop the private Redis
+	@bash infra/local/redis.sh down
+
+test: setup ## Install everything and run the full test suite
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+test-unit: setup ## Unit tests only (no services)
+	$(VENV)/bin/pytest -m unit $(PYTEST_ARGS)
+
+test-integration: setup ## Integration tests (private redis-server, Feast, MLflow)
+	$(VENV)/bin/pytest -m "integration or model" $(PYTEST_ARGS)
+
+lint: setup ## ruff, mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: setup ## Format the code with ruff
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: redis-up ## Benchmarks side by side (not part of `make test`)
+	@$(WITH_ENV) $(PY) -m benchmarks.run

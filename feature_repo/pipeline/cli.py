@@ -1,0 +1,81 @@
+"""CLI for the feature pipeline: validate, apply, materialize."""
+
+from __future__ import annotations
+
+import os
+import subprocess  # nosec B404: runs the feast CLI with a fixed argument list
+import sys
+import time
+from datetime import UTC
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from feature_repo.pipeline.materialize import NotValidatedError, materialize
+from feature_repo.pipeline.validate import Report, clear_mark, mark_valid, validate_dir
+from feature_repo.settings import get_feast_settings
+from feature_repo.store import feast_env, open_store
+
+app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
+console = Console(stderr=True)
+
+
+def print_report(report: Report) -> None:
+    """Render the validation report as a table."""
+    table = Table(title="validation failures" if report.failures else "validation passed")
+    for col in ("table", "column", "rule", "rows", "examples"):
+        table.add_column(col)
+    for f in report.failures:
+        table.add_row(f.table, f.column, f.rule, f"{f.rows:,}", "; ".join(f.examples)[:160])
+    if not report.failures:
+        for name, n in report.rows.items():
+            table.add_row(name, "*", "all rules", f"{n:,}", "")
+    console.print(table)
+
+
+@app.command()
+def validate() -> None:
+    """Check the source tables: schema, types, nulls, ranges, timestamps, duplicate keys."""
+    settings = get_feast_settings()
+    report = validate_dir(settings.data_dir)
+    print_report(report)
+    if not report.ok:
+        clear_mark(settings.data_dir)
+        console.print("[red]validation failed: nothing will be materialized until it passes[/red]")
+        raise typer.Exit(1)
+    mark_valid(settings.data_dir)
+
+
+@app.command()
+def apply() -> None:
+    """Run `feast apply` on the feature repo with the configured registry and Redis."""
+    settings = get_feast_settings()
+    env = {**os.environ, **feast_env(settings)}
+    feast = os.path.join(os.path.dirname(sys.executable), "feast")
+    rc = subprocess.call([feast, "apply"], cwd=settings.repo_path, env=env)  # noqa: S603  # nosec B603 - fixed argv
+    raise typer.Exit(rc)
+
+
+@app.command("materialize")
+def materialize_cmd(
+    end: Annotated[str | None, typer.Option(help="Materialize up to this ISO time (UTC). Default: now.")] = None,
+) -> None:
+    """Incrementally materialize every feature view into Redis (validated data only)."""
+    from datetime import datetime
+
+    settings = get_feast_settings()
+    store = open_store(settings)
+    t0 = time.perf_counter()
+    end_dt = datetime.fromisoformat(end).astimezone(UTC) if end else None
+    try:
+        done = materialize(store, settings, end_dt)
+    except NotValidatedError as e:
+        console.print(f"[red]{e}[/red]")
+        raise typer.Exit(1) from e
+    console.print(f"materialized up to {done.isoformat()} in {time.perf_counter() - t0:.1f}s")
+
+
+if __name__ == "__main__":
+    app()

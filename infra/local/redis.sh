@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# Private local Redis for skewless: `redis.sh up|down|status`.
+# up:   reuse the configured Redis (SKEWLESS_REDIS_CONNECTION) or the private one in
+#       .state/redis; otherwise install redis-server if missing (root only) and start a
+#       daemon on a free port. Writes .state/env for later make targets and bare feast.
+# down: stop the private instance (never one we did not start).
+set -euo pipefail
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+STATE="$ROOT/.state"
+RDIR="$STATE/redis"
+ENVF="$STATE/env"
+mkdir -p "$RDIR"
+
+write_env() {  # $1 = host:port
+  cat > "$ENVF" <<EOT
+# Written by infra/local/redis.sh. Source with: set -a; . .state/env; set +a
+SKEWLESS_REDIS_CONNECTION=$1
+SKEWLESS_FEAST_CONNECTION=$1,socket_timeout=5,socket_connect_timeout=2
+SKEWLESS_FEAST_REGISTRY=$ROOT/data/registry.db
+SKEWLESS_DATA_DIR=$ROOT/data
+EOT
+}
+
+private_alive() {
+  [[ -f "$RDIR/redis.pid" && -f "$RDIR/port" ]] || return 1
+  kill -0 "$(cat "$RDIR/redis.pid")" 2>/dev/null || return 1
+  redis-cli -p "$(cat "$RDIR/port")" ping >/dev/null 2>&1
+}
+
+ensure_installed() {
+  command -v redis-server >/dev/null && return 0
+  if [[ "$(id -u)" == 0 ]] && command -v apt-get >/dev/null; then
+    echo "redis-server not found: installing the Debian package" >&2
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    # The package may start a system instance; we never use it implicitly.
+  else
+    echo "error: redis-server is not installed. Install it (Debian/Ubuntu: sudo apt-get install redis-server," >&2
+    echo "macOS: brew install redis) or point SKEWLESS_REDIS_CONNECTION at a running Redis." >&2
+    exit 1
+  fi
+}
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+case "${1:-up}" in
+  install)
+    ensure_installed
+    ;;
+  up)
+    if [[ -n "${SKEWLESS_REDIS_CONNECTION:-}" && ! -f "$RDIR/port" ]]; then
+      echo "using configured Redis at ${SKEWLESS_REDIS_CONNECTION%%,*}"
+      write_env "${SKEWLESS_REDIS_CONNECTION}"
+      exit 0
+    fi
+    if private_alive; then
+      echo "private Redis already running on 127.0.0.1:$(cat "$RDIR/port")"
+      write_env "127.0.0.1:$(cat "$RDIR/port")"
+      exit 0
+    fi
+    ensure_installed
+    port="$(free_port)"
+    redis-server --daemonize yes --bind 127.0.0.1 --port "$port" --dir "$RDIR" \
+      --pidfile "$RDIR/redis.pid" --logfile "$RDIR/redis.log" \
+      --save "300 1" --appendonly no --protected-mode yes >/dev/null
+    for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
+    redis-cli -p "$port" ping >/dev/null || { echo "error: Redis did not start, see $RDIR/redis.log" >&2; exit 1; }
+    echo "$port" > "$RDIR/port"
+    write_env "127.0.0.1:$port"
+    echo "started private Redis on 127.0.0.1:$port (data in .state/redis)"
+    ;;
+  down)
+    if private_alive; then
+      redis-cli -p "$(cat "$RDIR/port")" shutdown nosave >/dev/null 2>&1 || kill "$(cat "$RDIR/redis.pid")"
+      echo "stopped private Redis on port $(cat "$RDIR/port")"
+    else
+      echo "no private Redis running"
+    fi
+    rm -f "$RDIR/port" "$RDIR/redis.pid" "$ENVF"
+    ;;
+  status)
+    if private_alive; then echo "private Redis on 127.0.0.1:$(cat "$RDIR/port")"; else echo "no private Redis"; fi
+    ;;
+  *) echo "usage: $0 install|up|down|status" >&2; exit 2 ;;
+esac

@@ -1,0 +1,1 @@
+"""Training: point-in-time datasets from Feast, LightGBM vs baselines, MLflow registry with a gate."""
