@@ -6,6 +6,7 @@ USERS ?= 10000
 DAYS ?= 120
 SEED ?= 7
 PORT ?= 8000
+BENCH_USERS ?= 100000
 PYTEST_ARGS ?=
 UV_VERSION := 0.13.9
 
@@ -78,5 +79,7 @@ format: setup ## Format the code with ruff
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-bench: redis-up ## Benchmarks side by side (not part of `make test`)
-	@$(WITH_ENV) $(PY) -m benchmarks.run
+bench: setup ## Benchmarks side by side, USERS=100000 by default (not part of `make test`)
+	@command -v wrk >/dev/null || { [ "$$(id -u)" = 0 ] && apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } \
+		|| { echo "error: install wrk (apt-get install wrk)"; exit 1; }
+	$(PY) -m benchmarks --users $(BENCH_USERS)

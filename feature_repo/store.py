@@ -13,6 +13,7 @@ def feast_env(settings: FeastSettings, socket_timeout: float | None = None) -> d
     """The variables feature_store.yaml and definitions.py read."""
     return {
         "SKEWLESS_FEAST_REGISTRY": settings.feast_registry,
+        "SKEWLESS_FEAST_REGISTRY_TYPE": "sql" if "://" in settings.feast_registry else "file",
         "SKEWLESS_FEAST_CONNECTION": settings.feast_connection_string(socket_timeout),
         "SKEWLESS_DATA_DIR": str(settings.data_dir.resolve()),
     }

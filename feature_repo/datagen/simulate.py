@@ -22,6 +22,7 @@ SOURCE_ENGAGEMENT = np.array([0.0, -0.35, 0.35, 0.15])
 CHURN_HORIZON_DAYS = 30
 BILLING_PERIOD_DAYS = 30
 LABELS_PER_USER = 4
+RECENT_DAYS = 7
 
 
 @dataclass(frozen=True)
@@ -113,8 +114,12 @@ def simulate_chunk(first_user: int, n_users: int, days: int, start: pd.Timestamp
     alive_since = day_idx >= signup_day[:, None]
     # Some users leave for reasons the platform never sees (a new job, a finished
     # course elsewhere): a small daily hazard that no feature can predict.
-    hazard = 0.004 + 0.005 * (1 - paid)
-    quit_today = ((engagement < -0.7) | (rng.random((n_users, days)) < hazard)) & alive_since
+    hazard = 0.008 + 0.008 * (1 - paid)
+    # A failed charge also ends some subscriptions outright (involuntary churn).
+    # It takes effect the day after, so the failed charge itself is still recorded.
+    card_lapse = np.zeros_like(failed)
+    card_lapse[:, 1:] = (failed & (rng.random((n_users, days)) < 0.4))[:, :-1]
+    quit_today = ((engagement < -1.2) | (rng.random((n_users, days)) < hazard) | card_lapse) & alive_since
     quit = np.maximum.accumulate(quit_today, axis=1)
     alive = alive_since & ~quit
 
@@ -198,7 +203,14 @@ def simulate_chunk(first_user: int, n_users: int, days: int, start: pd.Timestamp
     )
 
     # Labels: several times per user, spread over the days we can observe 30 days past.
-    observable = alive_since & (day_idx < days - CHURN_HORIZON_DAYS) & (day_idx <= last_seen[:, None])
+    # Only the past decides who gets a label (active within the last week, or newly
+    # signed up), the users a retention team would score. Conditioning on future
+    # activity would leak the label into the features.
+    observable = (
+        alive_since
+        & (day_idx < days - CHURN_HORIZON_DAYS)
+        & ((since_last <= RECENT_DAYS) | ((day_idx - signup_day[:, None]) <= RECENT_DAYS))
+    )
     lu, ld = [], []
     counts = observable.sum(axis=1)
     for i in np.nonzero(counts)[0]:

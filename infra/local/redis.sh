@@ -17,6 +17,7 @@ write_env() {  # $1 = host:port
 SKEWLESS_REDIS_CONNECTION=$1
 SKEWLESS_FEAST_CONNECTION=$1,socket_timeout=5,socket_connect_timeout=2
 SKEWLESS_FEAST_REGISTRY=$ROOT/data/registry.db
+SKEWLESS_FEAST_REGISTRY_TYPE=file
 SKEWLESS_DATA_DIR=$ROOT/data
 EOT
 }

@@ -1,0 +1,290 @@
+"""`make bench`: set up N users, then load our API, Feast's feature server and a no-op app
+side by side in one run, and write a markdown table + JSON with the ratios.
+
+Load generators: wrk (closed loop; Debian package) and benchmarks/openloop.py (open loop,
+latency from the scheduled send time). Server and load generator are pinned to different
+cores with taskset when there are two.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from benchmarks.procs import PeakRSS, free_port, pinned, run_measured, start_redis, stop, wait_http_or_port
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+console = Console()
+app = typer.Typer(add_completion=False, help=__doc__)
+
+
+def _wrk(port: int, script: str, conns: int, seconds: int, users: int) -> dict[str, Any]:
+    argv = pinned(
+        [
+            "wrk",
+            "-t1",
+            f"-c{conns}",
+            f"-d{seconds}s",
+            "--latency",
+            "-s",
+            str(HERE / script),
+            f"http://127.0.0.1:{port}",
+        ],
+        core=1,
+    )
+    # wrk loads one script: concatenate the request generator with the JSON reporter.
+    merged = HERE / f".{script}"
+    merged.write_text((HERE / script).read_text() + "\n" + (HERE / "wrk_report.lua").read_text())
+    argv[argv.index(str(HERE / script))] = str(merged)
+    out = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "BENCH_USERS": str(users)},
+        check=True,
+        timeout=seconds + 60,
+    ).stdout
+    merged.unlink()
+    m = re.search(r"^JSON (.*)$", out, re.M)
+    if not m:
+        raise RuntimeError(f"wrk printed no summary:\n{out}")
+    r = json.loads(m.group(1))
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    secs = r["duration_us"] / 1e6
+    return {
+        "rps": r["requests"] / secs,
+        "p50": r["p50"] / 1e3,
+        "p90": r["p90"] / 1e3,
+        "p99": r["p99"] / 1e3,
+        "errors": r["errors"] + (int(non2xx.group(1)) if non2xx else 0),
+        "requests": r["requests"],
+    }
+
+
+def _openloop(port: int, rate: int, seconds: int, users: int) -> dict[str, Any]:
+    argv = pinned([sys.executable, str(HERE / "openloop.py"), str(port), str(rate), str(seconds), str(users)], core=1)
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, timeout=seconds + 120).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def _step(name: str, argv: list[str], env: dict[str, str]) -> dict[str, float]:
+    console.print(f"[bold]{name}[/bold]: {' '.join(argv[-3:])}")
+    secs, mb = run_measured(argv, env, cwd=ROOT)
+    console.print(f"  {secs:.1f}s, peak RSS {mb:.0f} MB")
+    return {"seconds": secs, "peak_rss_mb": mb}
+
+
+@app.command()
+def main(
+    users: Annotated[int, typer.Option(help="Users to generate and materialize.")] = 100_000,
+    seconds: Annotated[int, typer.Option(help="Seconds per load case.")] = 10,
+    workers: Annotated[int, typer.Option(help="uvicorn workers for our API.")] = 1,
+    out: Annotated[Path, typer.Option(help="Where the table and JSON go.")] = ROOT / "bench-results",
+    reuse: Annotated[bool, typer.Option(help="Reuse generated data and model if present.")] = True,
+) -> None:
+    """Run every benchmark case in one go and print ratios to the references."""
+    if not shutil.which("wrk"):
+        raise typer.BadParameter("wrk is not installed: apt-get install wrk")
+    work = out / f"work-{users}"
+    data = work / "data"
+    redis_proc, redis_port = start_redis(work / "redis")
+    env = {
+        **os.environ,
+        "SKEWLESS_DATA_DIR": str(data),
+        "SKEWLESS_FEAST_REGISTRY": str(data / "registry.db"),
+        "SKEWLESS_REDIS_CONNECTION": f"127.0.0.1:{redis_port}",
+        "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db",
+        "MLFLOW_ARTIFACTS_DESTINATION": str(work / "mlartifacts"),
+        "OTEL_SDK_DISABLED": "true",
+    }
+    py = sys.executable
+    results: dict[str, Any] = {"machine": _machine(), "users": users, "workers": workers, "steps": {}, "cases": {}}
+    try:
+        steps = results["steps"]
+        if not (reuse and (data / "labels.parquet").exists()):
+            steps["generate"] = _step(
+                "generate", [py, "-m", "feature_repo.datagen.generate", "--out", str(data), "--users", str(users)], env
+            )
+        steps["validate"] = _step("validate", [py, "-m", "feature_repo.pipeline.cli", "validate"], env)
+        steps["apply"] = _step("apply", [py, "-m", "feature_repo.pipeline.cli", "apply"], env)
+        steps["materialize"] = _step("materialize", [py, "-m", "feature_repo.pipeline.cli", "materialize"], env)
+        rows = int(
+            subprocess.run(
+                ["redis-cli", "-p", str(redis_port), "dbsize"], capture_output=True, text=True, check=True
+            ).stdout.strip()
+        )
+        steps["materialize"]["entity_rows"] = rows
+        steps["materialize"]["rows_per_s"] = rows / steps["materialize"]["seconds"]
+        pit = subprocess.run(
+            [py, "-m", "benchmarks.pit"], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+        )
+        steps["pit_retrieval"] = json.loads(pit.stdout.strip().splitlines()[-1])
+        steps["train"] = _step("train", [py, "-m", "training", "train"], env)
+        steps["pipeline_total_s"] = sum(
+            s["seconds"] for k, s in steps.items() if k in ("generate", "validate", "apply", "materialize", "train")
+        )
+        results["cases"] = _load_cases(env, users, seconds, workers, results)
+    finally:
+        stop(redis_proc)  # type: ignore[arg-type]
+    _write(results, out)
+
+
+def _serve(argv: list[str], env: dict[str, str], port: int, ready: str) -> tuple[subprocess.Popen[bytes], float]:
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(pinned(argv, core=0), env=env, cwd=ROOT)
+    wait_http_or_port(port, ready, 120)
+    return proc, time.perf_counter() - t0
+
+
+def _load_cases(env: dict[str, str], users: int, seconds: int, workers: int, results: dict[str, Any]) -> dict[str, Any]:
+    cases: dict[str, Any] = {}
+    uv = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "--host",
+        "127.0.0.1",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--workers",
+        str(workers),
+        "--factory",
+    ]
+    # Ours, production settings.
+    port = free_port()
+    proc, cold = _serve([*uv, "--port", str(port), "serving.app:create_app"], env, port, "/ready")
+    results["cold_start_s"] = cold
+    rss = PeakRSS(proc.pid)
+    try:
+        console.print("[bold]load[/bold]: ours")
+        _wrk(port, "wrk_single.lua", 8, 2, users)  # warm-up
+        cases["a. single, 8 conns"] = _wrk(port, "wrk_single.lua", 8, seconds, users)
+        cases["a. single, 32 conns"] = _wrk(port, "wrk_single.lua", 32, seconds, users)
+        cases["b. batch of 100, 4 conns"] = _wrk(port, "wrk_batch.lua", 4, seconds, users)
+        for rate in (500, 1000, 2000):
+            cases[f"c. open loop {rate} req/s"] = _openloop(port, rate, seconds, users)
+    finally:
+        results["serving_peak_rss_mb"] = rss.stop()
+        results["serving_rss_per_worker_mb"] = results["serving_peak_rss_mb"] / max(workers, 1)
+        stop(proc)
+    # Feast's own feature server, default settings, same repo and Redis.
+    port = free_port()
+    feast_env = {**env}
+    from feature_repo.settings import FeastSettings
+    from feature_repo.store import feast_env as fenv
+
+    feast_env.update(
+        fenv(
+            FeastSettings(
+                _env_file=None,
+                **{  # type: ignore[call-arg]
+                    "data_dir": env["SKEWLESS_DATA_DIR"],
+                    "feast_registry": env["SKEWLESS_FEAST_REGISTRY"],
+                    "redis_connection": env["SKEWLESS_REDIS_CONNECTION"],
+                },
+            )
+        )
+    )
+    feast = str(Path(sys.executable).parent / "feast")
+    proc = subprocess.Popen(
+        pinned([feast, "serve", "-h", "127.0.0.1", "-p", str(port)], core=0),
+        env=feast_env,
+        cwd=ROOT / "feature_repo",
+    )
+    try:
+        wait_http_or_port(port, "/health", 120)
+        console.print("[bold]load[/bold]: feast serve")
+        _wrk(port, "wrk_feast.lua", 8, 2, users)
+        cases["d. feast serve, features only, 8 conns"] = _wrk(port, "wrk_feast.lua", 8, seconds, users)
+    finally:
+        stop(proc)
+    port = free_port()
+    proc, _ = _serve([*uv, "--port", str(port), "benchmarks.noop_app:create_app"], env, port, "/docs")
+    try:
+        console.print("[bold]load[/bold]: no-op")
+        _wrk(port, "wrk_single.lua", 8, 2, users)
+        cases["e. no-op FastAPI, 8 conns"] = _wrk(port, "wrk_single.lua", 8, seconds, users)
+    finally:
+        stop(proc)
+    feast_rps = cases["d. feast serve, features only, 8 conns"]["rps"]
+    noop_rps = cases["e. no-op FastAPI, 8 conns"]["rps"]
+    for c in cases.values():
+        c["x_feast"] = c["rps"] / feast_rps
+        c["x_noop"] = c["rps"] / noop_rps
+    return cases
+
+
+def _machine() -> dict[str, Any]:
+    return {
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def _write(results: dict[str, Any], out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    lines = [
+        f"Measured {results['machine']['date']} on {results['machine']['cpus']} cores "
+        f"({results['machine']['platform']}), {results['users']:,} users, {results['workers']} worker(s). "
+        "Closed loop: wrk; open loop: benchmarks/openloop.py (latency from scheduled send time).",
+        "",
+        "| case | req/s | p50 ms | p90 ms | p99 ms | errors | × feast serve | × no-op |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, c in results["cases"].items():
+        lines.append(
+            f"| {name} | {c['rps']:,.0f} | {c['p50']:.2f} | {c['p90']:.2f} | {c['p99']:.2f} | "
+            f"{c['errors']} | {c['x_feast']:.2f} | {c['x_noop']:.2f} |"
+        )
+    s = results["steps"]
+    lines += [
+        "",
+        "| other | figure |",
+        "|---|---|",
+        f"| serving peak RSS per worker | {results.get('serving_rss_per_worker_mb', 0):.0f} MB |",
+        f"| cold start (process start → /ready 200) | {results.get('cold_start_s', 0):.2f} s |",
+        f"| materialization | {s['materialize']['entity_rows']:,} entity keys in {s['materialize']['seconds']:.1f} s "
+        f"({s['materialize']['rows_per_s']:,.0f} rows/s), peak RSS {s['materialize']['peak_rss_mb']:.0f} MB |",
+        f"| point-in-time retrieval | {s['pit_retrieval']['rows']:,} label rows "
+        f"in {s['pit_retrieval']['seconds']:.1f} s |",
+        f"| pipeline (generate → train) | {s['pipeline_total_s']:.0f} s |",
+    ]
+    (out / "results.md").write_text("\n".join(lines) + "\n")
+    table = Table(title="skewless benchmark")
+    for col in ("case", "req/s", "p50", "p99", "err", "×feast", "×noop"):
+        table.add_column(col)
+    for name, c in results["cases"].items():
+        table.add_row(
+            name,
+            f"{c['rps']:,.0f}",
+            f"{c['p50']:.2f}",
+            f"{c['p99']:.2f}",
+            str(c["errors"]),
+            f"{c['x_feast']:.2f}",
+            f"{c['x_noop']:.2f}",
+        )
+    console.print(table)
+    console.print("\n".join(lines[-7:]))
+    console.print(f"wrote {out / 'results.md'} and {out / 'results.json'}")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,112 @@
+"""App factory: `uvicorn serving.app:create_app --factory`. Nothing heavy happens at import."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from feature_repo.settings import FeastSettings
+from serving.errors import OrjsonResponse, install_error_handlers
+from serving.metrics import Metrics, RequestTimer
+from serving.settings import ServingSettings
+from serving.state import AppState, Clock
+
+log = logging.getLogger(__name__)
+
+
+def _ping_client(feast_settings: FeastSettings, timeout_s: float) -> aioredis.Redis:
+    """An async Redis client for /ready, parsed exactly as Feast parses its connection string."""
+    from feast.infra.online_stores.redis import RedisOnlineStore
+
+    nodes, params = RedisOnlineStore._parse_connection_string(feast_settings.feast_connection_string(timeout_s))
+    return aioredis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **params)
+
+
+def _setup_logging() -> None:
+    # uvicorn configures only its own loggers; without this, swap/refusal logs would vanish.
+    logger = logging.getLogger("serving")
+    if not logger.handlers and not logging.getLogger().handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+
+
+def create_app(
+    settings: ServingSettings | None = None,
+    feast_settings: FeastSettings | None = None,
+    clock: Clock | None = None,
+) -> FastAPI:
+    """Build the API. Settings are validated here, so bad configuration fails at start-up."""
+    settings = settings or ServingSettings()
+    feast_settings = feast_settings or FeastSettings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from mlflow import MlflowClient
+
+        from feature_repo.store import open_store
+        from serving.features import OnlineFeatures
+        from serving.model import ModelHolder
+        from serving.reload import Reloader
+
+        _setup_logging()
+        deadline_s = settings.request_deadline_ms / 1000
+        # One store per process; its Redis socket timeout is the request deadline.
+        store = await asyncio.to_thread(open_store, feast_settings, deadline_s)
+        client = await asyncio.to_thread(MlflowClient, settings.mlflow_tracking_uri)
+        holder = ModelHolder()
+        reloader = Reloader(
+            holder, store, client, settings.model_name, settings.model_alias, settings.reload_interval_s, metrics
+        )
+        state = AppState(
+            settings=settings,
+            feast_settings=feast_settings,
+            store=store,
+            online=OnlineFeatures(store, deadline_s, settings.batch_deadline_ms / 1000, settings.stale_features),
+            holder=holder,
+            reloader=reloader,
+            metrics=metrics,
+            ping=_ping_client(feast_settings, deadline_s),
+            clock=clock or time.time,
+        )
+        app.state.skewless = state
+        await store.initialize()
+        # The first load is awaited so a started server has a model (or a reason in /ready).
+        outcome = await asyncio.to_thread(reloader.poll_once)
+        log.info("start-up model load: %s", outcome)
+        poller = asyncio.create_task(reloader.run(), name="model-poller")
+        try:
+            yield
+        finally:
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller
+            await state.ping.aclose()  # type: ignore[attr-defined]  # stubs predate redis 5
+            await store.close()
+
+    app = FastAPI(
+        title="skewless",
+        summary="Churn scores from Feast online features, with the model's feature contract enforced.",
+        version="1",
+        lifespan=lifespan,
+        default_response_class=OrjsonResponse,
+    )
+    from serving.routes import health, model, predict
+    from serving.telemetry import instrument
+
+    install_error_handlers(app)
+    app.include_router(predict.router)
+    app.include_router(model.router)
+    app.include_router(health.router)
+    app.add_middleware(RequestTimer, metrics=metrics)
+    instrument(app)
+    return app

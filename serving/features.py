@@ -1,0 +1,242 @@
+"""Online features through Feast: one read per request, then staleness and missing values.
+
+Feast does not enforce a view's TTL on online reads (feast-dev/feast#6821), so this module
+computes each view's age from the timestamps Feast returns. With the default policy a stale
+view reads as missing, which is what point-in-time retrieval with the same TTL gives offline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from feast import FeatureService, FeatureStore
+from feast.on_demand_feature_view import OnDemandFeatureView
+from feast.protos.feast.types.Value_pb2 import Value as ValueProto
+from feast.types import Bool, Float32, Float64, Int32, Int64
+from redis.exceptions import RedisError
+
+from feature_repo.contract import Contract
+
+_NUMERIC = {Int32, Int64, Float32, Float64, Bool}
+StalePolicy = Literal["missing", "score"]
+
+
+class PlanError(ValueError):
+    """The feature service cannot be served as the contract says (refuses the model)."""
+
+
+class FeaturesUnavailableError(RuntimeError):
+    """The online store failed or missed the deadline."""
+
+
+@dataclass(frozen=True)
+class ViewPlan:
+    """A stored feature view of the service: its TTL and the contract columns it fills."""
+
+    name: str
+    ttl_seconds: float  # 0: no TTL
+    columns: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class OdfvPlan:
+    """An on-demand view: Feast computes it; we only re-run it when a source view is stale."""
+
+    odfv: OnDemandFeatureView
+    columns: tuple[int, ...]
+    sources: tuple[str, ...]  # stored view names it reads
+    inputs: tuple[tuple[str, str], ...]  # (view, feature) it reads, all present in the service
+
+
+@dataclass(frozen=True)
+class FeaturePlan:
+    """Everything resolved once per model load, so a request does no registry lookups."""
+
+    service: FeatureService
+    entity_key: str
+    refs: tuple[str, ...]  # contract order
+    names: tuple[str, ...]  # model column names, contract order
+    views: tuple[ViewPlan, ...]
+    odfvs: tuple[OdfvPlan, ...]
+
+    @classmethod
+    def build(cls, store: FeatureStore, contract: Contract) -> FeaturePlan:
+        """Resolve the contract's service against the registry the store holds; PlanError if unusable."""
+        try:
+            service = store.get_feature_service(contract.feature_service)
+        except Exception as e:  # Feast raises its own not-found types
+            raise PlanError(f"feature service {contract.feature_service!r} is not in the registry: {e}") from e
+        names = contract.feature_names
+        if len(set(names)) != len(names):
+            raise PlanError("two features of the service share a name; the model could not tell them apart")
+        column = {ref: i for i, ref in enumerate(contract.features)}
+        views: list[ViewPlan] = []
+        odfvs: list[OdfvPlan] = []
+        seen: set[str] = set()
+        stored: dict[str, list[str]] = {}
+        for proj in service.feature_view_projections:
+            view = proj.name_to_use()
+            refs = [f"{view}:{f.name}" for f in proj.features]
+            unknown = [r for r in refs if r not in column]
+            if unknown:
+                raise PlanError(f"service {service.name} has features the model does not: {unknown}")
+            bad = [f"{view}:{f.name}" for f in proj.features if f.dtype not in _NUMERIC]
+            if bad:
+                raise PlanError(f"features {bad} are not numeric; LightGBM needs numbers")
+            seen.update(refs)
+            cols = tuple(column[r] for r in refs)
+            try:
+                fv = store.get_feature_view(proj.name)
+            except Exception:  # not a stored view, so an on-demand one
+                odfv = store.get_on_demand_feature_view(proj.name)
+                odfvs.append(_odfv_plan(odfv, cols))
+                continue
+            stored[view] = [f.name for f in proj.features]
+            views.append(ViewPlan(view, fv.ttl.total_seconds() if fv.ttl else 0.0, cols))
+        if seen != set(contract.features):
+            raise PlanError(f"model expects features the service lacks: {sorted(set(contract.features) - seen)}")
+        for o in odfvs:
+            lacking = [f"{v}:{f}" for v, f in o.inputs if f not in stored.get(v, ())]
+            if lacking:
+                # Without them in the response we could neither check their TTL nor re-run the view.
+                raise PlanError(f"on-demand view {o.odfv.name} reads {lacking}, which service {service.name} lacks")
+        return cls(service, contract.entity_key, contract.features, names, tuple(views), tuple(odfvs))
+
+
+def _odfv_plan(odfv: OnDemandFeatureView, cols: tuple[int, ...]) -> OdfvPlan:
+    if odfv.source_request_sources:
+        raise PlanError(f"on-demand view {odfv.name} needs request data; serving has none to give it")
+    inputs = tuple((p.name_to_use(), f.name) for p in odfv.source_feature_view_projections.values() for f in p.features)
+    sources = tuple(dict.fromkeys(v for v, _ in inputs))
+    return OdfvPlan(odfv, cols, sources, inputs)
+
+
+@dataclass
+class EntityFeatures:
+    """One entity's row in contract order; None where missing."""
+
+    entity_id: str
+    found: bool  # any stored view has a row for this entity
+    values: list[Any]
+    missing: list[str]
+    stale: list[str]
+
+
+def _py(v: ValueProto) -> Any:
+    kind = v.WhichOneof("val")
+    if kind is None or kind == "null_val":
+        return None
+    return getattr(v, kind)
+
+
+def _is_missing(x: Any) -> bool:
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def assemble(
+    plan: FeaturePlan,
+    entity_ids: Sequence[str],
+    response_names: Sequence[str],
+    results: Sequence[Any],
+    now: float,
+    stale_policy: StalePolicy,
+) -> list[EntityFeatures]:
+    """Turn Feast's response vectors into rows, applying TTLs; pure, so unit tests feed it directly.
+
+    ``results[j]`` is Feast's FeatureVector for ``response_names[j]`` (values, event_timestamps).
+    """
+    where = {name: j for j, name in enumerate(response_names)}
+    col_src = [where[name] for name in plan.names]
+    n = len(entity_ids)
+    rows = [[_py(results[j].values[i]) for j in col_src] for i in range(n)]
+    stale_cols: list[list[int]] = [[] for _ in range(n)]
+    found = [False] * n
+    stale_views: list[set[str]] = [set() for _ in range(n)]
+    for view in plan.views:
+        stamps = results[col_src[view.columns[0]]].event_timestamps
+        for i in range(n):
+            seconds = stamps[i].seconds + stamps[i].nanos / 1e9
+            if seconds <= 0:  # Feast's zero timestamp: no row for this entity in this view
+                continue
+            found[i] = True
+            # Offline retrieval keeps a row when event_time >= t - ttl, so only strictly older is stale.
+            if view.ttl_seconds and now - seconds > view.ttl_seconds:
+                stale_views[i].add(view.name)
+                stale_cols[i].extend(view.columns)
+    if stale_policy == "missing":
+        _drop_stale(plan, rows, stale_cols, stale_views)
+    out: list[EntityFeatures] = []
+    for i, eid in enumerate(entity_ids):
+        row = rows[i]
+        stale_set = set(stale_cols[i])
+        out.append(
+            EntityFeatures(
+                entity_id=eid,
+                found=found[i],
+                values=row,
+                missing=[plan.names[c] for c, x in enumerate(row) if _is_missing(x)],
+                stale=[plan.names[c] for c in range(len(row)) if c in stale_set],
+            )
+        )
+    return out
+
+
+def _drop_stale(
+    plan: FeaturePlan, rows: list[list[Any]], stale_cols: list[list[int]], stale_views: list[set[str]]
+) -> None:
+    """Null stale views and re-run, through Feast's own transform, the on-demand views that read them."""
+    for i, cols in enumerate(stale_cols):
+        for c in cols:
+            rows[i][c] = None
+    name_col = {name: c for c, name in enumerate(plan.names)}
+    for o in plan.odfvs:
+        hit = [i for i, views in enumerate(stale_views) if views.intersection(o.sources)]
+        if not hit:
+            continue
+        # Same inputs Feast's online path gives the UDF: plain Python values, None for missing.
+        inputs = {f: [rows[i][name_col[f]] for i in hit] for _, f in o.inputs}
+        outputs = o.odfv.transform_dict(inputs)
+        for c in o.columns:
+            values = outputs[plan.names[c]]
+            for k, i in enumerate(hit):
+                rows[i][c] = values[k]
+
+
+class OnlineFeatures:
+    """Reads a plan's features for some entities, in one pipelined Redis round trip via Feast."""
+
+    def __init__(
+        self, store: FeatureStore, deadline_s: float, batch_deadline_s: float, stale_policy: StalePolicy
+    ) -> None:
+        self.store = store
+        self.deadline_s = deadline_s
+        self.batch_deadline_s = batch_deadline_s
+        self.stale_policy: StalePolicy = stale_policy
+
+    async def fetch(self, plan: FeaturePlan, entity_ids: Sequence[str], now: float) -> list[EntityFeatures]:
+        """Rows for ``entity_ids`` in request order; FeaturesUnavailableError on failure or deadline."""
+        # Redis' socket timeout stays the single-entity deadline; a batch gets more time for the
+        # Python work (protobuf parsing, on-demand views) that scales with its size.
+        deadline = self.deadline_s if len(entity_ids) == 1 else self.batch_deadline_s
+        try:
+            # Feast's async read batches every view's HMGETs into one pipeline; the socket
+            # timeout is the deadline too, and wait_for covers a hung connect.
+            response = await asyncio.wait_for(
+                self.store.get_online_features_async(
+                    features=plan.service, entity_rows={plan.entity_key: list(entity_ids)}
+                ),
+                timeout=deadline,
+            )
+        except TimeoutError as e:
+            raise FeaturesUnavailableError(f"online store missed the {deadline * 1000:.0f} ms deadline") from e
+        except (RedisError, OSError) as e:
+            raise FeaturesUnavailableError(f"online store failed: {type(e).__name__}: {e}") from e
+        except Exception as e:
+            # e.g. the registry changed under a running model; still an answer, not a bare 500.
+            raise FeaturesUnavailableError(f"feature read failed: {type(e).__name__}: {e}") from e
+        proto = response.proto
+        return assemble(plan, entity_ids, list(proto.metadata.feature_names.val), proto.results, now, self.stale_policy)

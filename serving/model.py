@@ -1,0 +1,169 @@
+"""Load a model version from MLflow in LightGBM's native format, check its contract, hold it.
+
+Only a native LightGBM text model is accepted; a pickled model is refused before any byte of
+it is deserialised. The version's contract tags must match the live Feast registry.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightgbm
+import numpy as np
+from feast import FeatureStore
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+
+from feature_repo.contract import Contract, contract_for
+from serving.features import FeaturePlan, PlanError
+
+log = logging.getLogger(__name__)
+
+NATIVE_CLASS = "lightgbm.basic.Booster"
+# Where training may leave the positive rate it saw, the fallback score in degraded mode.
+PRIOR_TAG = "skewless.prior"
+PRIOR_METRICS = ("train_prior", "prior", "train_positive_rate")
+
+
+class ModelRefusedError(RuntimeError):
+    """A version that must not serve: not native, no contract, or a contract the registry disagrees with."""
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One loaded version with everything a request needs, swapped as a unit."""
+
+    name: str
+    version: str
+    alias: str
+    booster: lightgbm.Booster = field(repr=False)
+    contract: Contract
+    plan: FeaturePlan = field(repr=False)
+    metrics: dict[str, float]
+    prior: float | None
+
+    @property
+    def ref(self) -> dict[str, str]:
+        """The {name, version, alias} block of every answer."""
+        return {"name": self.name, "version": self.version, "alias": self.alias}
+
+    def predict(self, rows: np.ndarray) -> np.ndarray:
+        """Churn probabilities for float64 rows in contract order (NaN = missing)."""
+        # One thread: a request scores a handful of rows; OpenMP start-up would cost more than it saves.
+        return np.asarray(self.booster.predict(rows, num_threads=1), dtype=np.float64)
+
+
+def resolve_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion:
+    """The version an alias points at now."""
+    return client.get_model_version_by_alias(name, alias)
+
+
+def check_contract(store: FeatureStore, contract: Contract) -> FeaturePlan:
+    """Compare the model's contract with the registry; the serving plan, or ModelRefusedError saying why."""
+    try:
+        live = contract_for(store, contract.feature_service)
+    except Exception as e:  # any registry failure means we cannot vouch for the model
+        raise ModelRefusedError(f"feature service {contract.feature_service!r} unusable: {e}") from e
+    if live.project != contract.project:
+        raise ModelRefusedError(f"model trained on Feast project {contract.project!r}, registry is {live.project!r}")
+    if live.fingerprint != contract.fingerprint:
+        raise ModelRefusedError(
+            f"contract mismatch: feature service {contract.feature_service!r} fingerprint in the registry is "
+            f"{live.fingerprint[:12]}, model was trained on {contract.fingerprint[:12]}"
+        )
+    if live.features != contract.features or live.entity_key != contract.entity_key:
+        raise ModelRefusedError("contract mismatch: feature order or entity key differs from the registry")
+    try:
+        return FeaturePlan.build(store, contract)
+    except PlanError as e:
+        raise ModelRefusedError(str(e)) from e
+
+
+def _native_booster(model_dir: Path) -> lightgbm.Booster:
+    """Read MLmodel as YAML and load only a native Booster text file; never unpickle."""
+    from mlflow.models import Model
+
+    mlmodel = Model.load(str(model_dir / "MLmodel"))
+    flavor: dict[str, Any] | None = mlmodel.flavors.get("lightgbm")
+    if flavor is None:
+        raise ModelRefusedError(f"not a LightGBM model (flavors: {sorted(mlmodel.flavors)})")
+    model_class = flavor.get("model_class", "")
+    data = str(flavor.get("data", ""))
+    if model_class != NATIVE_CLASS or not data.endswith((".lgb", ".txt")):
+        raise ModelRefusedError(
+            f"not LightGBM's native format ({model_class or '?'}, {data or '?'}); refusing to unpickle"
+        )
+    return lightgbm.Booster(model_file=str(model_dir / data))
+
+
+def load_version(client: MlflowClient, store: FeatureStore, mv: ModelVersion, alias: str) -> ServedModel:
+    """Download, verify and load one version; ModelRefusedError if it must not serve. Blocking."""
+    os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"  # defence in depth; we never call a loader
+    label = f"{mv.name} v{mv.version}"
+    try:
+        contract = Contract.from_tags(dict(mv.tags or {}))
+    except (KeyError, ValueError) as e:
+        raise ModelRefusedError(f"{label}: {e}") from e
+    try:
+        plan = check_contract(store, contract)
+    except ModelRefusedError as e:
+        raise ModelRefusedError(f"{label}: {e}") from e
+    import mlflow.artifacts
+
+    with tempfile.TemporaryDirectory(prefix="skewless-model-") as tmp:
+        try:
+            path = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"models:/{mv.name}/{mv.version}",
+                dst_path=tmp,
+                tracking_uri=client.tracking_uri,
+                registry_uri=client.tracking_uri,
+            )
+        except Exception as e:  # storage errors come in many types
+            raise ModelRefusedError(f"{label}: could not download artifacts: {e}") from e
+        try:
+            booster = _native_booster(Path(path))
+        except ModelRefusedError as e:
+            raise ModelRefusedError(f"{label}: {e}") from e
+        except Exception as e:  # a corrupt file must not take the server down
+            raise ModelRefusedError(f"{label}: unreadable model: {e}") from e
+    if tuple(booster.feature_name()) != contract.feature_names:
+        raise ModelRefusedError(
+            f"{label}: booster columns {booster.feature_name()} differ from contract {list(contract.feature_names)}"
+        )
+    metrics: dict[str, float] = {}
+    prior: float | None = None
+    if mv.run_id:
+        try:
+            metrics = dict(client.get_run(mv.run_id).data.metrics)
+        except Exception as e:  # metrics are informative, not required
+            log.warning("%s: run metrics unavailable: %s", label, e)
+    tags = dict(mv.tags or {})
+    if PRIOR_TAG in tags:
+        prior = float(tags[PRIOR_TAG])
+    else:
+        prior = next((float(metrics[k]) for k in PRIOR_METRICS if k in metrics), None)
+    return ServedModel(mv.name, str(mv.version), alias, booster, contract, plan, metrics, prior)
+
+
+class ModelHolder:
+    """The model that serves now. Requests read ``current`` once, so a swap never splits a request."""
+
+    def __init__(self) -> None:
+        self.current: ServedModel | None = None
+        self.refused: str | None = None  # why the last candidate version did not load
+        self.drift: str | None = None  # why the serving model's contract no longer matches the registry
+        self._lock = threading.Lock()  # serialises writers; readers need no lock
+
+    def swap(self, model: ServedModel) -> ServedModel | None:
+        """Install ``model`` atomically (one reference assignment); return the previous one."""
+        with self._lock:
+            old, self.current = self.current, model
+            self.refused = None
+            self.drift = None
+            return old

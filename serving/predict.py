@@ -1,0 +1,86 @@
+"""From entity IDs to prediction dicts: read features, decide what is scorable, score in one call."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from serving.errors import ApiError
+from serving.features import EntityFeatures, FeaturesUnavailableError
+from serving.model import ServedModel
+from serving.state import AppState
+
+
+def _prediction(
+    model: ServedModel, row: EntityFeatures, status: str, score: float | None, include_features: bool
+) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "entity_id": row.entity_id,
+        "status": status,
+        "score": score,
+        "model": model.ref,
+        "feature_service": model.contract.feature_service,
+        "missing_features": row.missing,
+        "stale_features": row.stale,
+        "degraded": status == "degraded",
+    }
+    if include_features:
+        out["features"] = dict(zip(model.plan.names, row.values, strict=True))
+    return out
+
+
+def _degraded(state: AppState, model: ServedModel, ids: Sequence[str], why: str) -> list[dict[str, Any]]:
+    """The training prior for every ID, flagged; or 503 when degraded mode is off or there is no prior."""
+    if not state.settings.degraded_mode:
+        raise ApiError(503, "feature_store_unavailable", f"{why}; retry later")
+    if model.prior is None:
+        raise ApiError(503, "feature_store_unavailable", f"{why}; degraded mode is on but the model has no prior")
+    names = list(model.plan.names)
+    state.metrics.predictions.labels("degraded").inc(len(ids))
+    return [
+        _prediction(model, EntityFeatures(i, False, [None] * len(names), names, []), "degraded", model.prior, False)
+        for i in ids
+    ]
+
+
+async def predict(
+    state: AppState, model: ServedModel, ids: Sequence[str], include_features: bool
+) -> list[dict[str, Any]]:
+    """One dict per ID in order; status ok / not_found / unknown / degraded (see PredictionPublic)."""
+    m = state.metrics
+    t0 = time.perf_counter()
+    try:
+        rows = await state.online.fetch(model.plan, ids, state.clock())
+    except FeaturesUnavailableError as e:
+        m.feature_errors.inc()
+        return _degraded(state, model, ids, str(e))
+    t1 = time.perf_counter()
+    m.feature_seconds.observe(t1 - t0)
+
+    n_features = len(model.plan.names)
+    limit = state.settings.unknown_missing_fraction
+    # An ID with no stored row at all is not_found; a row missing too much is unknown. Neither is scored.
+    status = ["not_found" if not r.found else "unknown" if len(r.missing) >= limit * n_features else "ok" for r in rows]
+    scorable = [i for i, s in enumerate(status) if s == "ok"]
+    scores: dict[int, float] = {}
+    if scorable:
+        matrix = np.array(
+            [[np.nan if x is None else float(x) for x in rows[i].values] for i in scorable], dtype=np.float64
+        )
+        scores = dict(zip(scorable, model.predict(matrix).tolist(), strict=True))
+        m.inference_seconds.observe(time.perf_counter() - t1)
+    out = []
+    for i, r in enumerate(rows):
+        m.predictions.labels(status[i]).inc()
+        if status[i] == "not_found":
+            out.append(_prediction(model, r, "not_found", None, include_features))
+            continue
+        m.observe_rows(r.missing, r.stale)
+        score = scores.get(i)
+        if score is not None:
+            m.score.observe(score)
+        out.append(_prediction(model, r, status[i], score, include_features))
+    return out

@@ -1,0 +1,66 @@
+"""Serving settings, read from the environment (prefix SKEWLESS_) and validated at start-up."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServingSettings(BaseSettings):
+    """What the API serves and how strictly; Feast/Redis settings live in FeastSettings."""
+
+    model_config = SettingsConfigDict(env_prefix="SKEWLESS_", extra="ignore", protected_namespaces=())
+
+    mlflow_tracking_uri: str | None = Field(
+        None,
+        # The standard MLflow variable works too, so one env file serves training and serving.
+        validation_alias=AliasChoices("SKEWLESS_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
+        description="MLflow tracking URI; None means MLflow's own default.",
+    )
+    model_name: str = Field("churn", min_length=1, description="Registered model name.")
+    model_alias: str = Field("champion", min_length=1, description="Alias that points at the version to serve.")
+    reload_interval_s: float = Field(30.0, gt=0, le=3600, description="Seconds between checks of the alias.")
+    request_deadline_ms: int = Field(
+        250, gt=0, le=30_000, description="Budget for the online feature read; Redis socket timeout too."
+    )
+    batch_deadline_ms: int = Field(
+        2000, gt=0, le=60_000, description="Budget for a batch's feature read (many entities parse for longer)."
+    )
+    max_batch_size: int = Field(1000, ge=1, le=100_000, description="Most entity IDs in one POST /v1/predict.")
+    entity_id_pattern: str = Field(r"^u\d{7}$", description="Regex every entity ID must match.")
+    entity_id_max_length: int = Field(64, ge=1, le=1024, description="Longest entity ID accepted.")
+    stale_features: Literal["missing", "score"] = Field(
+        "missing",
+        description=(
+            "What to do with a feature view older than its TTL. 'missing' matches offline point-in-time "
+            "retrieval (the skew-free default); 'score' uses the old values and only reports them."
+        ),
+    )
+    unknown_missing_fraction: float = Field(
+        1.0,
+        gt=0,
+        le=1,
+        description="An entity with at least this fraction of features missing is not scored (status 'unknown').",
+    )
+    degraded_mode: bool = Field(
+        False, description="On a Redis failure answer the training prior flagged degraded, instead of 503."
+    )
+
+    @field_validator("entity_id_pattern")
+    @classmethod
+    def _compiles(cls, v: str) -> str:
+        try:
+            re.compile(v)
+        except re.error as e:
+            raise ValueError(f"not a valid regular expression: {e}") from e
+        return v
+
+
+@lru_cache
+def get_serving_settings() -> ServingSettings:
+    """Cached settings; tests pass their own to create_app instead of changing env."""
+    return ServingSettings()

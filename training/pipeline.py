@@ -1,0 +1,259 @@
+"""One training run end to end: dataset -> split -> fit -> evaluate -> log -> register -> gate."""
+
+from __future__ import annotations
+
+import json
+import subprocess  # nosec B404 - `git rev-parse` with a fixed argument list
+import tempfile
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import lightgbm as lgb
+import mlflow
+import mlflow.lightgbm
+import numpy as np
+import pandas as pd
+from mlflow.data.pandas_dataset import from_pandas
+from mlflow.models import infer_signature
+
+from feature_repo.contract import Contract, contract_for
+from feature_repo.settings import PROJECT_ROOT, FeastSettings, get_feast_settings
+from feature_repo.store import open_store
+from training import card, evaluate, gate, registry
+from training.dataset import Dataset, build_dataset, content_hash, historical_features
+from training.models import BoosterScorer, LgbmConfig, fit_lgbm, fit_logreg, fit_prior
+from training.settings import TrainSettings
+from training.split import TimeSplit, time_split
+
+CANDIDATE = "lightgbm"
+BASELINES = ("prior", "logreg")
+
+
+@dataclass
+class TrainResult:
+    """What a run produced; ``metrics`` maps model name -> test metric -> value."""
+
+    version: str
+    promoted: bool
+    reason: str
+    metrics: dict[str, dict[str, float]]
+    run_id: str
+    champion_version: str | None = None  # champion after the gate
+    windows: dict[str, tuple[pd.Timestamp, pd.Timestamp, int, float]] = field(default_factory=dict)
+
+
+def git_commit() -> str:
+    """The checked-out commit, or "unknown" outside a git checkout or before the first commit."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"],  # noqa: S607 - git from PATH is the point
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+def _windows(ds: Dataset, split: TimeSplit) -> dict[str, tuple[pd.Timestamp, pd.Timestamp, int, float]]:
+    out = {}
+    for name, mask in (("train", split.train), ("valid", split.valid), ("test", split.test)):
+        t = ds.times[mask]
+        out[name] = (t.min(), t.max(), int(mask.sum()), float(ds.y[mask].mean()))
+    return out
+
+
+def _champion_scores(
+    ds: Dataset,
+    test: np.ndarray,
+    store_features: Callable[[Contract, pd.DataFrame], pd.DataFrame],
+    name: str,
+    version: str,
+) -> tuple[np.ndarray | None, str]:
+    """The current champion's scores on this test window, or None and why it cannot be scored."""
+    try:
+        booster, contract = registry.load_version(name, version)
+    except KeyError as e:  # no contract tags: serving would refuse it too
+        return None, f"champion v{version} cannot be scored: {e}"
+    if contract == ds.contract:
+        X = ds.X[test]  # noqa: N806
+    else:
+        # The champion uses another service (or another version of this one): fetch its features
+        # for the same label events, if the registry can still serve that service unchanged.
+        entity = ds.frame.loc[test, [ds.contract.entity_key, "event_timestamp"]]
+        try:
+            X = store_features(contract, entity).loc[:, list(contract.feature_names)]  # noqa: N806
+        except Exception as e:  # any failure means "cannot be served any more"
+            return None, f"champion v{version} cannot be scored: {e}"
+        X = X.apply(pd.to_numeric).astype("float64")  # noqa: N806
+    return BoosterScorer(booster).score(X), ""
+
+
+def run_training(
+    settings: TrainSettings,
+    feast_settings: FeastSettings | None = None,
+    on_step: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train, evaluate against baselines, log and register one model version, then gate it.
+
+    ``on_step`` is told the name of each stage as it starts (the CLI draws progress with it).
+    """
+    step = on_step or (lambda _: None)
+    fs = feast_settings or get_feast_settings()
+
+    step("retrieving point-in-time features")
+    store = open_store(fs)
+    labels_path = settings.labels_file or fs.data_dir / "labels.parquet"
+    ds = build_dataset(store, settings.feature_service, labels_path, settings.label_column)
+    split = time_split(ds.times, settings.train_fraction, settings.valid_fraction, settings.gap_days)
+    X, y = ds.X, ds.y  # noqa: N806
+    dataset_hash = content_hash(ds.frame)
+
+    step("fitting baselines and LightGBM")
+    config = LgbmConfig(
+        seed=settings.seed,
+        max_rounds=settings.max_rounds,
+        early_stopping_rounds=settings.early_stopping_rounds,
+        learning_rate=settings.learning_rate,
+        num_leaves=settings.num_leaves,
+        min_data_in_leaf=settings.min_data_in_leaf,
+        num_threads=settings.num_threads,
+    )
+    scorers = {
+        "prior": fit_prior(X[split.train], y[split.train]),
+        "logreg": fit_logreg(X[split.train], y[split.train], settings.seed),
+    }
+    lgbm = fit_lgbm(X[split.train], y[split.train], X[split.valid], y[split.valid], config)
+
+    step("evaluating on the test window")
+    X_test, y_test = X[split.test], y[split.test]  # noqa: N806
+    scores = {CANDIDATE: lgbm.score(X_test), **{k: s.score(X_test) for k, s in scorers.items()}}
+    results = {k: evaluate.metrics(y_test, p) for k, p in scores.items()}
+
+    client = registry.connect(settings)
+    champion = registry.version_by_alias(client, settings.model_name, registry.CHAMPION)
+    champion_note = ""
+    if champion is not None:
+        step(f"scoring champion v{champion.version} on the same test window")
+
+        def fetch(contract: Contract, entity: pd.DataFrame) -> pd.DataFrame:
+            # Serving refuses a model whose service is gone or changed; so does the comparison.
+            if contract_for(store, contract.feature_service) != contract:
+                raise ValueError(f"feature service {contract.feature_service} no longer matches its contract")
+            return historical_features(store, contract.feature_service, entity)
+
+        champ_scores, champion_note = _champion_scores(ds, split.test, fetch, settings.model_name, champion.version)
+        if champ_scores is not None:
+            scores["champion"] = champ_scores
+            results["champion"] = evaluate.metrics(y_test, champ_scores)
+    decision = gate.decide(
+        results[CANDIDATE],
+        {k: results[k] for k in BASELINES},
+        results.get("champion"),
+        settings.gate_metric,
+        settings.gate_min_delta,
+    )
+    reason = f"{decision.reason}; {champion_note}" if champion_note else decision.reason
+
+    step("logging the run and registering the model")
+    windows = _windows(ds, split)
+    commit = git_commit()
+    with mlflow.start_run(run_name=f"{settings.model_name}-{settings.feature_service}") as run:
+        mlflow.set_tags(
+            {
+                "git_commit": commit,
+                "feast_project": ds.contract.project,
+                "feature_service": ds.contract.feature_service,
+                "dataset_sha256": dataset_hash,
+            }
+        )
+        mlflow.log_params(
+            {
+                **{f"lgbm_{k}": v for k, v in config.params().items() if k != "metric"},
+                "max_rounds": settings.max_rounds,
+                "early_stopping_rounds": settings.early_stopping_rounds,
+                "best_iteration": lgbm.booster.current_iteration(),
+                "train_fraction": settings.train_fraction,
+                "valid_fraction": settings.valid_fraction,
+                "gap_days": settings.gap_days,
+                "gate_metric": settings.gate_metric,
+                "label": settings.label_column,
+                "feature_service": settings.feature_service,
+                "valid_start": split.valid_start.isoformat(),
+                "test_start": split.test_start.isoformat(),
+            }
+        )
+        for model, vals in results.items():
+            prefix = "test_" if model == CANDIDATE else f"{model}_test_"
+            mlflow.log_metrics({prefix + k: v for k, v in vals.items()})
+        with warnings.catch_warnings():
+            # MLflow registers its local artifact source twice and warns on every path, and
+            # hints about integer columns (the label) that never reach the model.
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+            for name, mask in (("training", split.train), ("validation", split.valid), ("testing", split.test)):
+                part = ds.frame[mask].reset_index(drop=True)
+                dataset = from_pandas(
+                    part, source=ds.source, targets=ds.label, name=name, digest=content_hash(part)[:16]
+                )
+                mlflow.log_input(dataset, context=name)
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp)
+            plots = evaluate.plot_curves(y_test, scores, out)
+            plots.append(evaluate.plot_importance(lgbm.booster, out))
+            for p in plots:
+                mlflow.log_artifact(str(p), artifact_path="plots")
+            cal = {k: evaluate.calibration(y_test, p) for k, p in scores.items() if np.ptp(p) > 0}
+            mlflow.log_dict(cal, "metrics/calibration.json")
+            mlflow.log_dict(results, "metrics/test_metrics.json")
+
+        example = X_test.head(5)
+        info = mlflow.lightgbm.log_model(
+            lgbm.booster,
+            name="model",
+            signature=infer_signature(example, lgbm.score(example)),
+            input_example=example,
+            registered_model_name=settings.model_name,
+            # Declared, not inferred: inference re-imports the model in subprocesses (~10 s per run).
+            pip_requirements=[f"lightgbm=={lgb.__version__}", f"numpy=={np.__version__}", f"pandas=={pd.__version__}"],
+        )
+        version = str(info.registered_model_version)
+        registry.tag_contract(client, settings.model_name, version, ds.contract)
+        client.set_model_version_tag(settings.model_name, version, "dataset_sha256", dataset_hash)
+        client.set_model_version_tag(settings.model_name, version, "test_metrics", json.dumps(results[CANDIDATE]))
+        client.set_registered_model_alias(settings.model_name, registry.CHALLENGER, version)
+        if decision.promote:
+            registry.promote(client, settings.model_name, version, champion.version if champion else None)
+
+        facts = card.CardFacts(
+            model_name=settings.model_name,
+            version=version,
+            contract=ds.contract,
+            label=settings.label_column,
+            windows=windows,
+            metrics=results,
+            best_iteration=lgbm.booster.current_iteration(),
+            dataset_hash=dataset_hash,
+            decision=("promoted to champion: " if decision.promote else "not promoted: ") + reason,
+            git_commit=commit,
+        )
+        text = card.render(facts)
+        mlflow.log_text(text, "model_card.md")
+        client.update_model_version(settings.model_name, version, description=text)
+        mlflow.set_tags({"promoted": str(decision.promote).lower(), "gate_reason": reason[:5000]})
+
+    champion_after = version if decision.promote else (champion.version if champion else None)
+    return TrainResult(
+        version=version,
+        promoted=decision.promote,
+        reason=reason,
+        metrics=json.loads(json.dumps(results)),
+        run_id=run.info.run_id,
+        champion_version=str(champion_after) if champion_after else None,
+        windows=windows,
+    )
