@@ -23,7 +23,8 @@ help: ## Show this help
 $(VENV)/.synced: pyproject.toml uv.lock
 	@command -v python3 >/dev/null || { echo "error: python3 (3.11) is required"; exit 1; }
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
-	@$(PY) -m pip install -q "uv==$(UV_VERSION)"
+	@[ -x $(VENV)/bin/uv ] || { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip -q; \
+		$(PY) -m pip install -q "uv==$(UV_VERSION)"; }
 	$(VENV)/bin/uv sync --frozen --python $(PY)
 	@touch $@
 

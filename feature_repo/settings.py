@@ -9,6 +9,9 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+# The embedded MLflow default, shared by training and serving so `make train` then
+# `make serve` meet in the same registry without any configuration.
+DEFAULT_MLFLOW_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlruns' / 'mlflow.db'}"
 
 
 class FeastSettings(BaseSettings):

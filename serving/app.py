@@ -39,6 +39,18 @@ def _setup_logging() -> None:
     logger.setLevel(logging.INFO)
 
 
+async def _warm_up(state: AppState) -> None:
+    """One throwaway read before serving: the first read opens the Redis connection and
+    builds Feast's on-demand transform, which alone can exceed the request deadline."""
+    model = state.holder.current
+    if model is None:
+        return
+    try:
+        await state.online.fetch(model.plan, ["__warm_up__"], state.clock())
+    except Exception as e:  # a failed warm-up is not fatal; /ready reports Redis
+        log.warning("warm-up read failed: %s", type(e).__name__)
+
+
 def create_app(
     settings: ServingSettings | None = None,
     feast_settings: FeastSettings | None = None,
@@ -83,6 +95,7 @@ def create_app(
         # The first load is awaited so a started server has a model (or a reason in /ready).
         outcome = await asyncio.to_thread(reloader.poll_once)
         log.info("start-up model load: %s", outcome)
+        await _warm_up(state)
         poller = asyncio.create_task(reloader.run(), name="model-poller")
         try:
             yield

@@ -118,12 +118,10 @@ def load_version(client: MlflowClient, store: FeatureStore, mv: ModelVersion, al
 
     with tempfile.TemporaryDirectory(prefix="skewless-model-") as tmp:
         try:
-            path = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"models:/{mv.name}/{mv.version}",
-                dst_path=tmp,
-                tracking_uri=client.tracking_uri,
-                registry_uri=client.tracking_uri,
-            )
+            # Resolve the storage location through *this* client: a models:/ URI would be
+            # resolved against MLflow's global registry URI, not the one we were given.
+            source = client.get_model_version_download_uri(mv.name, mv.version)
+            path = mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=tmp)
         except Exception as e:  # storage errors come in many types
             raise ModelRefusedError(f"{label}: could not download artifacts: {e}") from e
         try:

@@ -9,6 +9,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from feature_repo.settings import DEFAULT_MLFLOW_TRACKING_URI
+
 
 class ServingSettings(BaseSettings):
     """What the API serves and how strictly; Feast/Redis settings live in FeastSettings."""
@@ -16,10 +18,10 @@ class ServingSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SKEWLESS_", extra="ignore", protected_namespaces=())
 
     mlflow_tracking_uri: str | None = Field(
-        None,
+        DEFAULT_MLFLOW_TRACKING_URI,
         # The standard MLflow variable works too, so one env file serves training and serving.
         validation_alias=AliasChoices("SKEWLESS_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
-        description="MLflow tracking URI; None means MLflow's own default.",
+        description="MLflow tracking URI; default: the embedded SQLite registry `make train` writes.",
     )
     model_name: str = Field("churn", min_length=1, description="Registered model name.")
     model_alias: str = Field("champion", min_length=1, description="Alias that points at the version to serve.")

@@ -8,9 +8,9 @@ from typing import Literal
 from pydantic import AliasChoices, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from feature_repo.settings import PROJECT_ROOT
+from feature_repo.settings import DEFAULT_MLFLOW_TRACKING_URI, PROJECT_ROOT
 
-DEFAULT_TRACKING_URI = f"sqlite:///{PROJECT_ROOT / 'mlruns' / 'mlflow.db'}"
+DEFAULT_TRACKING_URI = DEFAULT_MLFLOW_TRACKING_URI
 
 GateMetric = Literal["roc_auc", "pr_auc", "log_loss", "brier"]
 
