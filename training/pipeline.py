@@ -225,6 +225,9 @@ def run_training(
         version = str(info.registered_model_version)
         registry.tag_contract(client, settings.model_name, version, ds.contract)
         client.set_model_version_tag(settings.model_name, version, "dataset_sha256", dataset_hash)
+        # The training base rate: serving's degraded-mode answer when Redis is down.
+        prior = float(ds.y[split.train].mean())
+        client.set_model_version_tag(settings.model_name, version, "skewless.prior", repr(prior))
         client.set_model_version_tag(settings.model_name, version, "test_metrics", json.dumps(results[CANDIDATE]))
         client.set_registered_model_alias(settings.model_name, registry.CHALLENGER, version)
         if decision.promote:

@@ -62,6 +62,8 @@ def history(feature_env: FeatureEnv, tmp_path_factory: pytest.TempPathFactory) -
 def test_version_carries_the_feature_service_contract(history: History, feature_env: FeatureEnv) -> None:
     tags = history.client.get_model_version(MODEL, history.strong.version).tags
     assert Contract.from_tags(tags) == contract_for(feature_env.store, "churn_v1")
+    # The training base rate, for serving's degraded mode.
+    assert 0.0 < float(tags["skewless.prior"]) < 1.0
 
 
 def test_lightgbm_beats_both_baselines_on_roc_auc(history: History) -> None:
