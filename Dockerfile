@@ -4,7 +4,8 @@
 #   python -m training train
 #   mlflow server ...            (the compose stack's tracking server: same MLflow as the clients)
 # Built from uv.lock only. Runs as a numeric non-root user with a read-only root filesystem:
-# everything that writes goes to /tmp (HOME, TMPDIR, MPLCONFIGDIR), /data or /mlartifacts.
+# everything that writes goes to /tmp (HOME, TMPDIR, MPLCONFIGDIR; MLflow downloads models
+# into tempfile directories), /data (the Parquet offline store) or /mlartifacts (mlflow server).
 
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
@@ -54,6 +55,7 @@ WORKDIR /app
 COPY feature_repo/ /app/feature_repo/
 COPY training/ /app/training/
 COPY serving/ /app/serving/
+COPY observability/ /app/observability/
 RUN /opt/venv/bin/python -m compileall -q /app
 
 ENV PATH=/opt/venv/bin:${PATH} \

@@ -13,8 +13,12 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from feature_repo.settings import FeastSettings
+from observability.logs import setup_logging
+from observability.settings import TelemetrySettings
 from serving.errors import OrjsonResponse, install_error_handlers
+from serving.limits import BodySizeLimit, ConcurrencyLimit
 from serving.metrics import Metrics, RequestTimer
+from serving.security import ApiKeyAuth, document_api_key
 from serving.settings import ServingSettings
 from serving.state import AppState, Clock
 
@@ -27,16 +31,6 @@ def _ping_client(feast_settings: FeastSettings, timeout_s: float) -> aioredis.Re
 
     nodes, params = RedisOnlineStore._parse_connection_string(feast_settings.feast_connection_string(timeout_s))
     return aioredis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **params)
-
-
-def _setup_logging() -> None:
-    # uvicorn configures only its own loggers; without this, swap/refusal logs would vanish.
-    logger = logging.getLogger("serving")
-    if not logger.handlers and not logging.getLogger().handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
 
 
 async def _warm_up(state: AppState) -> None:
@@ -55,10 +49,12 @@ def create_app(
     settings: ServingSettings | None = None,
     feast_settings: FeastSettings | None = None,
     clock: Clock | None = None,
+    telemetry: TelemetrySettings | None = None,
 ) -> FastAPI:
     """Build the API. Settings are validated here, so bad configuration fails at start-up."""
     settings = settings or ServingSettings()
     feast_settings = feast_settings or FeastSettings()
+    telemetry = telemetry or TelemetrySettings()
     metrics = Metrics()
 
     @asynccontextmanager
@@ -70,7 +66,8 @@ def create_app(
         from serving.model import ModelHolder
         from serving.reload import Reloader
 
-        _setup_logging()
+        # Here, not at import: uvicorn has configured its loggers by now and we take them over.
+        setup_logging(telemetry)
         deadline_s = settings.request_deadline_ms / 1000
         # One store per process; its Redis socket timeout is the request deadline.
         store = await asyncio.to_thread(open_store, feast_settings, deadline_s)
@@ -83,7 +80,9 @@ def create_app(
             settings=settings,
             feast_settings=feast_settings,
             store=store,
-            online=OnlineFeatures(store, deadline_s, settings.batch_deadline_ms / 1000, settings.stale_features),
+            online=OnlineFeatures(
+                store, deadline_s, settings.batch_deadline_ms / 1000, settings.stale_features, settings.feature_reader
+            ),
             holder=holder,
             reloader=reloader,
             metrics=metrics,
@@ -104,6 +103,7 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await poller
             await state.ping.aclose()  # type: ignore[attr-defined]  # stubs predate redis 5
+            await state.online.close()
             await store.close()
 
     app = FastAPI(
@@ -120,6 +120,14 @@ def create_app(
     app.include_router(predict.router)
     app.include_router(model.router)
     app.include_router(health.router)
+    # Added innermost first: timer -> load shedding -> API key -> body cap -> app, so the cheapest
+    # refusals happen first and the timer still counts every refused request.
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    api_key = settings.resolved_api_key()
+    if api_key:
+        app.add_middleware(ApiKeyAuth, key=api_key)
+        document_api_key(app)
+    app.add_middleware(ConcurrencyLimit, max_in_flight=settings.max_in_flight)
     app.add_middleware(RequestTimer, metrics=metrics)
-    instrument(app)
+    instrument(app, telemetry)  # last: its middleware sits inside the server span, outside ours
     return app

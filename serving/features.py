@@ -8,11 +8,14 @@ view reads as missing, which is what point-in-time retrieval with the same TTL g
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
+import redis.asyncio as aioredis
 from feast import FeatureService, FeatureStore
 from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
@@ -20,6 +23,11 @@ from feast.types import Bool, Float32, Float64, Int32, Int64
 from redis.exceptions import RedisError
 
 from feature_repo.contract import Contract
+
+if TYPE_CHECKING:
+    from serving.redis_layout import RedisLayout
+
+log = logging.getLogger(__name__)
 
 _NUMERIC = {Int32, Int64, Float32, Float64, Bool}
 StalePolicy = Literal["missing", "score"]
@@ -133,7 +141,8 @@ def _py(v: ValueProto) -> Any:
     return getattr(v, kind)
 
 
-def _is_missing(x: Any) -> bool:
+def is_missing(x: Any) -> bool:
+    """None or NaN: what the model sees as a missing value."""
     return x is None or (isinstance(x, float) and math.isnan(x))
 
 
@@ -178,7 +187,7 @@ def assemble(
                 entity_id=eid,
                 found=found[i],
                 values=row,
-                missing=[plan.names[c] for c, x in enumerate(row) if _is_missing(x)],
+                missing=[plan.names[c] for c, x in enumerate(row) if is_missing(x)],
                 stale=[plan.names[c] for c in range(len(row)) if c in stale_set],
             )
         )
@@ -207,15 +216,51 @@ def _drop_stale(
 
 
 class OnlineFeatures:
-    """Reads a plan's features for some entities, in one pipelined Redis round trip via Feast."""
+    """Reads a plan's features for some entities in one pipelined Redis round trip.
+
+    Two readers give the same rows: Feast's SDK (``get_online_features_async``), and a direct
+    reader of the layout Feast writes (``serving.redis_layout``), which is several times
+    cheaper per request. The direct one serves a plan only after its start-up check passed
+    (``reader="auto"``); ``reader="sdk"`` forces the SDK.
+    """
 
     def __init__(
-        self, store: FeatureStore, deadline_s: float, batch_deadline_s: float, stale_policy: StalePolicy
+        self,
+        store: FeatureStore,
+        deadline_s: float,
+        batch_deadline_s: float,
+        stale_policy: StalePolicy,
+        reader: Literal["auto", "sdk"] = "auto",
     ) -> None:
         self.store = store
         self.deadline_s = deadline_s
         self.batch_deadline_s = batch_deadline_s
         self.stale_policy: StalePolicy = stale_policy
+        self.reader = reader
+        # id(plan) -> (plan, layout or None for "SDK serves this plan"); one entry per loaded model.
+        self._layouts: dict[int, tuple[FeaturePlan, RedisLayout | None]] = {}
+        self._redis: aioredis.Redis | None = None
+        if reader == "auto":
+            from feast.infra.online_stores.redis import RedisOnlineStore
+
+            # Same parse as Feast's own client, so timeouts, TLS and credentials match; redis-py
+            # (with hiredis) reconnects by itself after a Redis restart.
+            conn = getattr(store.config.online_store, "connection_string", "")
+            nodes, params = RedisOnlineStore._parse_connection_string(conn)
+            if nodes:
+                self._redis = aioredis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **params)
+
+    async def close(self) -> None:
+        """Close the direct reader's connections."""
+        if self._redis is not None:
+            await self._redis.aclose()  # type: ignore[attr-defined]  # stubs predate redis 5
+
+    def path(self, plan: FeaturePlan) -> str:
+        """Which reader serves ``plan`` now: "direct", "sdk", or "unchecked" before its first read."""
+        entry = self._layouts.get(id(plan))
+        if entry is None or entry[0] is not plan:
+            return "unchecked"
+        return "direct" if entry[1] is not None else "sdk"
 
     async def fetch(self, plan: FeaturePlan, entity_ids: Sequence[str], now: float) -> list[EntityFeatures]:
         """Rows for ``entity_ids`` in request order; FeaturesUnavailableError on failure or deadline."""
@@ -223,14 +268,16 @@ class OnlineFeatures:
         # Python work (protobuf parsing, on-demand views) that scales with its size.
         deadline = self.deadline_s if len(entity_ids) == 1 else self.batch_deadline_s
         try:
-            # Feast's async read batches every view's HMGETs into one pipeline; the socket
-            # timeout is the deadline too, and wait_for covers a hung connect.
-            response = await asyncio.wait_for(
-                self.store.get_online_features_async(
-                    features=plan.service, entity_rows={plan.entity_key: list(entity_ids)}
-                ),
-                timeout=deadline,
-            )
+            async with asyncio.timeout(deadline):
+                entry = self._layouts.get(id(plan))
+                if entry is None or entry[0] is not plan:
+                    entry = (plan, await self._choose(plan))
+                    self._layouts = {id(plan): entry, **self._layouts}
+                layout = entry[1]
+                if layout is not None and self._redis is not None:
+                    replies = await self._hmget(layout, entity_ids)
+                    return layout.rows(entity_ids, replies, now, self.stale_policy)
+                return await self._sdk(plan, entity_ids, now)
         except TimeoutError as e:
             raise FeaturesUnavailableError(f"online store missed the {deadline * 1000:.0f} ms deadline") from e
         except (RedisError, OSError) as e:
@@ -238,5 +285,39 @@ class OnlineFeatures:
         except Exception as e:
             # e.g. the registry changed under a running model; still an answer, not a bare 500.
             raise FeaturesUnavailableError(f"feature read failed: {type(e).__name__}: {e}") from e
+
+    async def _hmget(self, layout: RedisLayout, entity_ids: Sequence[str]) -> list[list[bytes | None]]:
+        assert self._redis is not None
+        if len(entity_ids) == 1:  # one command, no pipeline object: the common case, kept cheap
+            return [await self._redis.hmget(layout.key(entity_ids[0]), layout.fields)]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for eid in entity_ids:
+                pipe.hmget(layout.key(eid), layout.fields)
+            return list(await pipe.execute())
+
+    async def _sdk(self, plan: FeaturePlan, entity_ids: Sequence[str], now: float) -> list[EntityFeatures]:
+        # Feast's async read batches every view's HMGETs into one pipeline.
+        response = await self.store.get_online_features_async(
+            features=plan.service, entity_rows={plan.entity_key: list(entity_ids)}
+        )
         proto = response.proto
         return assemble(plan, entity_ids, list(proto.metadata.feature_names.val), proto.results, now, self.stale_policy)
+
+    async def _choose(self, plan: FeaturePlan) -> RedisLayout | None:
+        """The direct reader for ``plan`` if its layout checks out against Feast, else None (SDK serves)."""
+        from serving.redis_layout import LayoutError, RedisLayout, canary_mismatch
+
+        if self.reader == "sdk" or self._redis is None:
+            log.info("feature reader for %s: Feast SDK (configured)", plan.service.name)
+            return None
+        try:
+            layout = RedisLayout(self.store, plan)
+        except LayoutError as e:
+            log.warning("feature reader for %s: Feast SDK, direct layout unsupported: %s", plan.service.name, e)
+            return None
+        why = await canary_mismatch(self._redis, layout, lambda ids, t: self._sdk(plan, ids, t), time.time())
+        if why:
+            log.warning("feature reader for %s: Feast SDK, direct read differs from Feast: %s", plan.service.name, why)
+            return None
+        log.info("feature reader for %s: direct Redis layout (checked against Feast)", plan.service.name)
+        return layout

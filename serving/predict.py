@@ -7,11 +7,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from opentelemetry.util.types import AttributeValue
 
 from serving.errors import ApiError
 from serving.features import EntityFeatures, FeaturesUnavailableError
 from serving.model import ServedModel
 from serving.state import AppState
+from serving.telemetry import count_entities, stage
 
 
 def _prediction(
@@ -46,14 +48,28 @@ def _degraded(state: AppState, model: ServedModel, ids: Sequence[str], why: str)
     ]
 
 
+def _feature_attributes(model: ServedModel, n: int) -> dict[str, AttributeValue]:
+    return {"skewless.feature_service": model.contract.feature_service, "skewless.entity_count": n}
+
+
+def _inference_attributes(model: ServedModel, rows: int) -> dict[str, AttributeValue]:
+    return {"skewless.model.name": model.name, "skewless.model.version": model.version, "skewless.model.rows": rows}
+
+
 async def predict(
     state: AppState, model: ServedModel, ids: Sequence[str], include_features: bool
 ) -> list[dict[str, Any]]:
     """One dict per ID in order; status ok / not_found / unknown / degraded (see PredictionPublic)."""
     m = state.metrics
+    count_entities(len(ids))
     t0 = time.perf_counter()
     try:
-        rows = await state.online.fetch(model.plan, ids, state.clock())
+        # The exception leaves the span's block, so it is recorded on the span with ERROR status.
+        with stage("feature_retrieval", _feature_attributes(model, len(ids))) as span:
+            rows = await state.online.fetch(model.plan, ids, state.clock())
+            span.set_attribute("skewless.features.missing_count", sum(len(r.missing) for r in rows))
+            span.set_attribute("skewless.features.stale_count", sum(len(r.stale) for r in rows))
+            span.set_attribute("skewless.entities.not_found", sum(not r.found for r in rows))
     except FeaturesUnavailableError as e:
         m.feature_errors.inc()
         return _degraded(state, model, ids, str(e))
@@ -70,7 +86,8 @@ async def predict(
         matrix = np.array(
             [[np.nan if x is None else float(x) for x in rows[i].values] for i in scorable], dtype=np.float64
         )
-        scores = dict(zip(scorable, model.predict(matrix).tolist(), strict=True))
+        with stage("model_inference", _inference_attributes(model, len(scorable))):
+            scores = dict(zip(scorable, model.predict(matrix).tolist(), strict=True))
         m.inference_seconds.observe(time.perf_counter() - t1)
     out = []
     for i, r in enumerate(rows):

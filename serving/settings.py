@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from feature_repo.settings import DEFAULT_MLFLOW_TRACKING_URI
@@ -51,6 +52,35 @@ class ServingSettings(BaseSettings):
     degraded_mode: bool = Field(
         False, description="On a Redis failure answer the training prior flagged degraded, instead of 503."
     )
+    feature_reader: Literal["auto", "sdk"] = Field(
+        "auto",
+        description=(
+            "auto: read Feast's Redis layout directly once a start-up check proves it identical to the Feast SDK "
+            "(else the SDK); sdk: always Feast's get_online_features_async."
+        ),
+    )
+    api_key: SecretStr | None = Field(
+        None, description="Key clients send in the X-API-Key header; unset (and no file): no key is asked."
+    )
+    api_key_file: Path | None = Field(None, description="File holding the API key (a mounted secret).")
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, le=256 * 1_048_576, description="Largest request body accepted; larger answers 413."
+    )
+    max_in_flight: int = Field(
+        64, ge=1, le=100_000, description="Requests handled at once; more are shed at once with 503 + Retry-After."
+    )
+
+    def resolved_api_key(self) -> str | None:
+        """The API key from the env var or the secret file; None when auth is off."""
+        if self.api_key is not None:
+            key = self.api_key.get_secret_value()
+        elif self.api_key_file is not None:
+            key = self.api_key_file.read_text().strip()
+        else:
+            return None
+        if not key:
+            raise ValueError("the API key is empty; unset SKEWLESS_API_KEY(_FILE) to turn auth off")
+        return key
 
     @field_validator("entity_id_pattern")
     @classmethod

@@ -92,3 +92,59 @@ def redis_digest(client: redis.Redis) -> str:
         fields = client.hgetall(key)
         items.append(key + b"|" + b"|".join(k + b"=" + v for k, v in sorted(fields.items())))
     return hashlib.sha256(b"\n".join(sorted(items))).hexdigest()
+
+
+@dataclass
+class ApiServer:
+    """The API as a real uvicorn process (as `make serve` runs it), its stderr kept in a file."""
+
+    env: dict[str, str]
+    workdir: Path
+    port: int = 0
+    proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait_path: str = "/health", timeout: float = 90) -> ApiServer:
+        import sys
+        import urllib.request
+
+        self.port = self.port or free_port()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        root = Path(__file__).resolve().parent.parent
+        argv = [sys.executable, "-m", "uvicorn", "serving.app:create_app", "--factory"]
+        argv += ["--host", "127.0.0.1", "--port", str(self.port), "--no-access-log"]
+        with self.log_path.open("wb") as log:
+            self.proc = subprocess.Popen(argv, env=self.env, cwd=root, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"API exited with {self.proc.returncode}:\n{self.logs()}")
+            try:
+                with urllib.request.urlopen(self.url(wait_path), timeout=1) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"API not answering {wait_path} after {timeout}s:\n{self.logs()}")
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "api.log"
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self, timeout: float = 15) -> float:
+        """SIGTERM and wait; returns the seconds shutdown took (killed after ``timeout``)."""
+        t0 = time.monotonic()
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        return time.monotonic() - t0

@@ -10,10 +10,12 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from observability.tracing import trace_id_hex, traced_run
 from training.pipeline import BASELINES, CANDIDATE, TrainResult, run_training
 from training.registry import RollbackError, rollback
 from training.settings import TrainSettings
 
+SERVICE_NAME = "skewless-train"
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 console = Console()
 
@@ -55,10 +57,15 @@ def train(
     Exits 0 whenever a version was registered, promoted or not; the summary says why.
     """
     settings = _settings(feature_service=service, seed=seed, max_rounds=max_rounds, model_name=model_name)
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console) as bar:
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console)
+    with traced_run(SERVICE_NAME, "train") as span, progress as bar:
         task = bar.add_task("starting", total=None)
         result = run_training(settings, on_step=lambda s: bar.update(task, description=s))
         bar.update(task, description="done")
+        span.set_attribute("skewless.model.version", result.version)
+        trace_id = trace_id_hex()
+    if trace_id:
+        console.print(f"trace {trace_id} (Jaeger: search service {SERVICE_NAME})")
     console.print(summary(result, settings))
     verdict = "[green]promoted to champion[/green]" if result.promoted else "[yellow]not promoted[/yellow]"
     console.print(f"registered {settings.model_name} v{result.version} (alias challenger), run {result.run_id}")

@@ -6,7 +6,8 @@ import json
 import subprocess  # nosec B404 - `git rev-parse` with a fixed argument list
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,15 +18,19 @@ import numpy as np
 import pandas as pd
 from mlflow.data.pandas_dataset import from_pandas
 from mlflow.models import infer_signature
+from opentelemetry import trace
 
 from feature_repo.contract import Contract, contract_for
 from feature_repo.settings import PROJECT_ROOT, FeastSettings, get_feast_settings
 from feature_repo.store import open_store
+from observability.tracing import trace_id_hex
 from training import card, evaluate, gate, registry
 from training.dataset import Dataset, build_dataset, content_hash, historical_features
 from training.models import BoosterScorer, LgbmConfig, fit_lgbm, fit_logreg, fit_prior
 from training.settings import TrainSettings
 from training.split import TimeSplit, time_split
+
+_tracer = trace.get_tracer("skewless.training")
 
 CANDIDATE = "lightgbm"
 BASELINES = ("prior", "logreg")
@@ -106,149 +111,170 @@ def run_training(
     step = on_step or (lambda _: None)
     fs = feast_settings or get_feast_settings()
 
-    step("retrieving point-in-time features")
-    store = open_store(fs)
-    labels_path = settings.labels_file or fs.data_dir / "labels.parquet"
-    ds = build_dataset(store, settings.feature_service, labels_path, settings.label_column)
+    @contextmanager
+    def stage(span_name: str, description: str) -> Iterator[trace.Span]:
+        # One span per stage under the run's root span (see training.cli), and a progress line.
+        step(description)
+        with _tracer.start_as_current_span(span_name) as span:
+            yield span
+
+    with stage("historical_retrieval", "retrieving point-in-time features") as span:
+        store = open_store(fs)
+        labels_path = settings.labels_file or fs.data_dir / "labels.parquet"
+        ds = build_dataset(store, settings.feature_service, labels_path, settings.label_column)
+        span.set_attributes({"skewless.feature_service": settings.feature_service, "skewless.rows": len(ds.y)})
     split = time_split(ds.times, settings.train_fraction, settings.valid_fraction, settings.gap_days)
     X, y = ds.X, ds.y  # noqa: N806
     dataset_hash = content_hash(ds.frame)
 
-    step("fitting baselines and LightGBM")
-    config = LgbmConfig(
-        seed=settings.seed,
-        max_rounds=settings.max_rounds,
-        early_stopping_rounds=settings.early_stopping_rounds,
-        learning_rate=settings.learning_rate,
-        num_leaves=settings.num_leaves,
-        min_data_in_leaf=settings.min_data_in_leaf,
-        num_threads=settings.num_threads,
-    )
-    scorers = {
-        "prior": fit_prior(X[split.train], y[split.train]),
-        "logreg": fit_logreg(X[split.train], y[split.train], settings.seed),
-    }
-    lgbm = fit_lgbm(X[split.train], y[split.train], X[split.valid], y[split.valid], config)
+    with stage("fit", "fitting baselines and LightGBM"):
+        config = LgbmConfig(
+            seed=settings.seed,
+            max_rounds=settings.max_rounds,
+            early_stopping_rounds=settings.early_stopping_rounds,
+            learning_rate=settings.learning_rate,
+            num_leaves=settings.num_leaves,
+            min_data_in_leaf=settings.min_data_in_leaf,
+            num_threads=settings.num_threads,
+        )
+        scorers = {
+            "prior": fit_prior(X[split.train], y[split.train]),
+            "logreg": fit_logreg(X[split.train], y[split.train], settings.seed),
+        }
+        lgbm = fit_lgbm(X[split.train], y[split.train], X[split.valid], y[split.valid], config)
 
-    step("evaluating on the test window")
-    X_test, y_test = X[split.test], y[split.test]  # noqa: N806
-    scores = {CANDIDATE: lgbm.score(X_test), **{k: s.score(X_test) for k, s in scorers.items()}}
-    results = {k: evaluate.metrics(y_test, p) for k, p in scores.items()}
+    with stage("evaluate", "evaluating on the test window"):
+        X_test, y_test = X[split.test], y[split.test]  # noqa: N806
+        scores = {CANDIDATE: lgbm.score(X_test), **{k: s.score(X_test) for k, s in scorers.items()}}
+        results = {k: evaluate.metrics(y_test, p) for k, p in scores.items()}
 
-    client = registry.connect(settings)
-    champion = registry.version_by_alias(client, settings.model_name, registry.CHAMPION)
-    champion_note = ""
-    if champion is not None:
-        step(f"scoring champion v{champion.version} on the same test window")
+        client = registry.connect(settings)
+        champion = registry.version_by_alias(client, settings.model_name, registry.CHAMPION)
+        champion_note = ""
+        if champion is not None:
+            step(f"scoring champion v{champion.version} on the same test window")
 
-        def fetch(contract: Contract, entity: pd.DataFrame) -> pd.DataFrame:
-            # Serving refuses a model whose service is gone or changed; so does the comparison.
-            if contract_for(store, contract.feature_service) != contract:
-                raise ValueError(f"feature service {contract.feature_service} no longer matches its contract")
-            return historical_features(store, contract.feature_service, entity)
+            def fetch(contract: Contract, entity: pd.DataFrame) -> pd.DataFrame:
+                # Serving refuses a model whose service is gone or changed; so does the comparison.
+                if contract_for(store, contract.feature_service) != contract:
+                    raise ValueError(f"feature service {contract.feature_service} no longer matches its contract")
+                return historical_features(store, contract.feature_service, entity)
 
-        champ_scores, champion_note = _champion_scores(ds, split.test, fetch, settings.model_name, champion.version)
-        if champ_scores is not None:
-            scores["champion"] = champ_scores
-            results["champion"] = evaluate.metrics(y_test, champ_scores)
-    decision = gate.decide(
-        results[CANDIDATE],
-        {k: results[k] for k in BASELINES},
-        results.get("champion"),
-        settings.gate_metric,
-        settings.gate_min_delta,
-    )
+            champ_scores, champion_note = _champion_scores(ds, split.test, fetch, settings.model_name, champion.version)
+            if champ_scores is not None:
+                scores["champion"] = champ_scores
+                results["champion"] = evaluate.metrics(y_test, champ_scores)
+        decision = gate.decide(
+            results[CANDIDATE],
+            {k: results[k] for k in BASELINES},
+            results.get("champion"),
+            settings.gate_metric,
+            settings.gate_min_delta,
+        )
     reason = f"{decision.reason}; {champion_note}" if champion_note else decision.reason
 
-    step("logging the run and registering the model")
-    windows = _windows(ds, split)
-    commit = git_commit()
-    with mlflow.start_run(run_name=f"{settings.model_name}-{settings.feature_service}") as run:
-        mlflow.set_tags(
+    with stage("register", "logging the run and registering the model") as register_span:
+        windows = _windows(ds, split)
+        commit = git_commit()
+        with mlflow.start_run(run_name=f"{settings.model_name}-{settings.feature_service}") as run:
+            mlflow.set_tags(
+                {
+                    "git_commit": commit,
+                    "feast_project": ds.contract.project,
+                    "feature_service": ds.contract.feature_service,
+                    "dataset_sha256": dataset_hash,
+                    # The run's trace in Jaeger: retrieval, fit, evaluate and register spans.
+                    "otel.trace_id": trace_id_hex() or "none",
+                }
+            )
+            mlflow.log_params(
+                {
+                    **{f"lgbm_{k}": v for k, v in config.params().items() if k != "metric"},
+                    "max_rounds": settings.max_rounds,
+                    "early_stopping_rounds": settings.early_stopping_rounds,
+                    "best_iteration": lgbm.booster.current_iteration(),
+                    "train_fraction": settings.train_fraction,
+                    "valid_fraction": settings.valid_fraction,
+                    "gap_days": settings.gap_days,
+                    "gate_metric": settings.gate_metric,
+                    "label": settings.label_column,
+                    "feature_service": settings.feature_service,
+                    "valid_start": split.valid_start.isoformat(),
+                    "test_start": split.test_start.isoformat(),
+                }
+            )
+            for model, vals in results.items():
+                prefix = "test_" if model == CANDIDATE else f"{model}_test_"
+                mlflow.log_metrics({prefix + k: v for k, v in vals.items()})
+            with warnings.catch_warnings():
+                # MLflow registers its local artifact source twice and warns on every path, and
+                # hints about integer columns (the label) that never reach the model.
+                warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+                warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+                for name, mask in (("training", split.train), ("validation", split.valid), ("testing", split.test)):
+                    part = ds.frame[mask].reset_index(drop=True)
+                    dataset = from_pandas(
+                        part, source=ds.source, targets=ds.label, name=name, digest=content_hash(part)[:16]
+                    )
+                    mlflow.log_input(dataset, context=name)
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp)
+                plots = evaluate.plot_curves(y_test, scores, out)
+                plots.append(evaluate.plot_importance(lgbm.booster, out))
+                for p in plots:
+                    mlflow.log_artifact(str(p), artifact_path="plots")
+                cal = {k: evaluate.calibration(y_test, p) for k, p in scores.items() if np.ptp(p) > 0}
+                mlflow.log_dict(cal, "metrics/calibration.json")
+                mlflow.log_dict(results, "metrics/test_metrics.json")
+
+            example = X_test.head(5)
+            info = mlflow.lightgbm.log_model(
+                lgbm.booster,
+                name="model",
+                signature=infer_signature(example, lgbm.score(example)),
+                input_example=example,
+                registered_model_name=settings.model_name,
+                # Declared, not inferred: inference re-imports the model in subprocesses (~10 s per run).
+                pip_requirements=[
+                    f"lightgbm=={lgb.__version__}",
+                    f"numpy=={np.__version__}",
+                    f"pandas=={pd.__version__}",
+                ],
+            )
+            version = str(info.registered_model_version)
+            registry.tag_contract(client, settings.model_name, version, ds.contract)
+            client.set_model_version_tag(settings.model_name, version, "dataset_sha256", dataset_hash)
+            # The training base rate: serving's degraded-mode answer when Redis is down.
+            prior = float(ds.y[split.train].mean())
+            client.set_model_version_tag(settings.model_name, version, "skewless.prior", repr(prior))
+            client.set_model_version_tag(settings.model_name, version, "test_metrics", json.dumps(results[CANDIDATE]))
+            client.set_registered_model_alias(settings.model_name, registry.CHALLENGER, version)
+            if decision.promote:
+                registry.promote(client, settings.model_name, version, champion.version if champion else None)
+
+            facts = card.CardFacts(
+                model_name=settings.model_name,
+                version=version,
+                contract=ds.contract,
+                label=settings.label_column,
+                windows=windows,
+                metrics=results,
+                best_iteration=lgbm.booster.current_iteration(),
+                dataset_hash=dataset_hash,
+                decision=("promoted to champion: " if decision.promote else "not promoted: ") + reason,
+                git_commit=commit,
+            )
+            text = card.render(facts)
+            mlflow.log_text(text, "model_card.md")
+            client.update_model_version(settings.model_name, version, description=text)
+            mlflow.set_tags({"promoted": str(decision.promote).lower(), "gate_reason": reason[:5000]})
+        register_span.set_attributes(
             {
-                "git_commit": commit,
-                "feast_project": ds.contract.project,
-                "feature_service": ds.contract.feature_service,
-                "dataset_sha256": dataset_hash,
+                "skewless.model.name": settings.model_name,
+                "skewless.model.version": version,
+                "mlflow.run_id": run.info.run_id,
             }
         )
-        mlflow.log_params(
-            {
-                **{f"lgbm_{k}": v for k, v in config.params().items() if k != "metric"},
-                "max_rounds": settings.max_rounds,
-                "early_stopping_rounds": settings.early_stopping_rounds,
-                "best_iteration": lgbm.booster.current_iteration(),
-                "train_fraction": settings.train_fraction,
-                "valid_fraction": settings.valid_fraction,
-                "gap_days": settings.gap_days,
-                "gate_metric": settings.gate_metric,
-                "label": settings.label_column,
-                "feature_service": settings.feature_service,
-                "valid_start": split.valid_start.isoformat(),
-                "test_start": split.test_start.isoformat(),
-            }
-        )
-        for model, vals in results.items():
-            prefix = "test_" if model == CANDIDATE else f"{model}_test_"
-            mlflow.log_metrics({prefix + k: v for k, v in vals.items()})
-        with warnings.catch_warnings():
-            # MLflow registers its local artifact source twice and warns on every path, and
-            # hints about integer columns (the label) that never reach the model.
-            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
-            for name, mask in (("training", split.train), ("validation", split.valid), ("testing", split.test)):
-                part = ds.frame[mask].reset_index(drop=True)
-                dataset = from_pandas(
-                    part, source=ds.source, targets=ds.label, name=name, digest=content_hash(part)[:16]
-                )
-                mlflow.log_input(dataset, context=name)
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp)
-            plots = evaluate.plot_curves(y_test, scores, out)
-            plots.append(evaluate.plot_importance(lgbm.booster, out))
-            for p in plots:
-                mlflow.log_artifact(str(p), artifact_path="plots")
-            cal = {k: evaluate.calibration(y_test, p) for k, p in scores.items() if np.ptp(p) > 0}
-            mlflow.log_dict(cal, "metrics/calibration.json")
-            mlflow.log_dict(results, "metrics/test_metrics.json")
-
-        example = X_test.head(5)
-        info = mlflow.lightgbm.log_model(
-            lgbm.booster,
-            name="model",
-            signature=infer_signature(example, lgbm.score(example)),
-            input_example=example,
-            registered_model_name=settings.model_name,
-            # Declared, not inferred: inference re-imports the model in subprocesses (~10 s per run).
-            pip_requirements=[f"lightgbm=={lgb.__version__}", f"numpy=={np.__version__}", f"pandas=={pd.__version__}"],
-        )
-        version = str(info.registered_model_version)
-        registry.tag_contract(client, settings.model_name, version, ds.contract)
-        client.set_model_version_tag(settings.model_name, version, "dataset_sha256", dataset_hash)
-        # The training base rate: serving's degraded-mode answer when Redis is down.
-        prior = float(ds.y[split.train].mean())
-        client.set_model_version_tag(settings.model_name, version, "skewless.prior", repr(prior))
-        client.set_model_version_tag(settings.model_name, version, "test_metrics", json.dumps(results[CANDIDATE]))
-        client.set_registered_model_alias(settings.model_name, registry.CHALLENGER, version)
-        if decision.promote:
-            registry.promote(client, settings.model_name, version, champion.version if champion else None)
-
-        facts = card.CardFacts(
-            model_name=settings.model_name,
-            version=version,
-            contract=ds.contract,
-            label=settings.label_column,
-            windows=windows,
-            metrics=results,
-            best_iteration=lgbm.booster.current_iteration(),
-            dataset_hash=dataset_hash,
-            decision=("promoted to champion: " if decision.promote else "not promoted: ") + reason,
-            git_commit=commit,
-        )
-        text = card.render(facts)
-        mlflow.log_text(text, "model_card.md")
-        client.update_model_version(settings.model_name, version, description=text)
-        mlflow.set_tags({"promoted": str(decision.promote).lower(), "gate_reason": reason[:5000]})
 
     champion_after = version if decision.promote else (champion.version if champion else None)
     return TrainResult(

@@ -17,7 +17,9 @@ from feature_repo.pipeline.materialize import NotValidatedError, materialize
 from feature_repo.pipeline.validate import Report, clear_mark, mark_valid, validate_dir
 from feature_repo.settings import get_feast_settings
 from feature_repo.store import feast_env, open_store
+from observability.tracing import traced_run
 
+SERVICE_NAME = "skewless-pipeline"
 app = typer.Typer(add_completion=False, help=__doc__, no_args_is_help=True)
 console = Console(stderr=True)
 
@@ -39,7 +41,9 @@ def print_report(report: Report) -> None:
 def validate() -> None:
     """Check the source tables: schema, types, nulls, ranges, timestamps, duplicate keys."""
     settings = get_feast_settings()
-    report = validate_dir(settings.data_dir)
+    with traced_run(SERVICE_NAME, "validate") as span:
+        report = validate_dir(settings.data_dir)
+        span.set_attributes({"skewless.rows": sum(report.rows.values()), "skewless.failures": len(report.failures)})
     print_report(report)
     if not report.ok:
         clear_mark(settings.data_dir)
@@ -54,7 +58,9 @@ def apply() -> None:
     settings = get_feast_settings()
     env = {**os.environ, **feast_env(settings)}
     feast = os.path.join(os.path.dirname(sys.executable), "feast")
-    rc = subprocess.call([feast, "apply"], cwd=settings.repo_path, env=env)  # noqa: S603  # nosec B603 - fixed argv
+    with traced_run(SERVICE_NAME, "apply") as span:
+        rc = subprocess.call([feast, "apply"], cwd=settings.repo_path, env=env)  # noqa: S603  # nosec B603 - fixed argv
+        span.set_attribute("skewless.exit_code", rc)
     raise typer.Exit(rc)
 
 
@@ -70,7 +76,8 @@ def materialize_cmd(
     t0 = time.perf_counter()
     end_dt = datetime.fromisoformat(end).astimezone(UTC) if end else None
     try:
-        done = materialize(store, settings, end_dt)
+        with traced_run(SERVICE_NAME, "materialize"):
+            done = materialize(store, settings, end_dt)
     except NotValidatedError as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(1) from e

@@ -24,6 +24,7 @@ from mlflow import MlflowClient
 
 from feature_repo.contract import TAG_PREFIX
 from feature_repo.settings import PROJECT_ROOT
+from observability.otlp_receiver import OtlpReceiver
 from serving.app import create_app
 from serving.settings import ServingSettings
 from tests.conftest import FeatureEnv
@@ -66,7 +67,17 @@ class Registry:
 
 
 @pytest.fixture(scope="session")
-def registry(feature_env: FeatureEnv, tmp_path_factory: pytest.TempPathFactory) -> Registry:
+def otlp_receiver() -> Iterator[OtlpReceiver]:
+    """An OTLP/HTTP receiver for the session; the training run below exports its trace to it."""
+    receiver = OtlpReceiver().start()
+    yield receiver
+    receiver.stop()
+
+
+@pytest.fixture(scope="session")
+def registry(
+    feature_env: FeatureEnv, tmp_path_factory: pytest.TempPathFactory, otlp_receiver: OtlpReceiver
+) -> Registry:
     """Train and register the churn model with the training CLI (subprocess), into a private MLflow."""
     tmp = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
@@ -78,6 +89,9 @@ def registry(feature_env: FeatureEnv, tmp_path_factory: pytest.TempPathFactory) 
         "MLFLOW_TRACKING_URI": uri,
         "SKEWLESS_MODEL_NAME": MODEL_NAME,
         "SKEWLESS_MAX_ROUNDS": "60",
+        "SKEWLESS_TRACE_EXPORT": "true",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": otlp_receiver.endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
     }
     proc = subprocess.run(
         [sys.executable, "-m", "training", "train"],
@@ -132,3 +146,18 @@ def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.05)
     return check()
+
+
+@pytest.fixture(scope="session")
+def api_env(feature_env: FeatureEnv, registry: Registry) -> dict[str, str]:
+    """Environment for a uvicorn API process (tests.support.ApiServer) on the session's repo and model."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "SKEWLESS_", "MLFLOW_", "TRACEPARENT"))}
+    return {
+        **env,
+        "SKEWLESS_DATA_DIR": str(feature_env.data_dir),
+        "SKEWLESS_FEAST_REGISTRY": feature_env.settings.feast_registry,
+        "SKEWLESS_REDIS_CONNECTION": feature_env.settings.redis_connection,
+        "MLFLOW_TRACKING_URI": registry.tracking_uri,
+        "SKEWLESS_MODEL_NAME": MODEL_NAME,
+        "OTEL_SDK_DISABLED": "true",
+    }

@@ -7,6 +7,7 @@ import re
 from functools import cache
 
 import pytest
+import yaml
 
 from tests.unit.test_deploy_support import (
     API_PORT,
@@ -129,3 +130,41 @@ def test_k8s_ports_and_probes_agree_with_the_app() -> None:
         assert get["port"] == "http" and get["path"] in app_paths(), probe
     svc = docs[("Service", "skewless-api")]
     assert svc["spec"]["ports"][0]["targetPort"] == "http"
+
+
+def test_probes_and_scrapes_need_no_api_key() -> None:
+    """With auth on, orchestrators and Prometheus still get in: every path they call is exempt."""
+    from serving.limits import HEALTH_PATHS
+
+    services = compose()["services"]
+    probe = re.search(r"127\.0\.0\.1:\d+(/\w+)", " ".join(services["api"]["healthcheck"]["test"]))
+    health = re.search(r"127\.0\.0\.1:\d+(/\w+)", next(i for i in final_stage() if i.upper().startswith("HEALTHCHECK")))
+    called = {probe[1] if probe else "", health[1] if health else ""}
+    api = next(
+        d for _, d in k8s_docs(K8S / "base") if d["kind"] == "Deployment" and d["metadata"]["name"] == "skewless-api"
+    )["spec"]["template"]["spec"]["containers"][0]
+    called |= {api[p]["httpGet"]["path"] for p in ("startupProbe", "livenessProbe", "readinessProbe")}
+    called |= {
+        ep["path"] for _, d in k8s_docs(K8S / "base") if d["kind"] == "ServiceMonitor" for ep in d["spec"]["endpoints"]
+    }
+    prom = yaml.safe_load((ROOT / "infra/prometheus/prometheus.yml").read_text())
+    called |= {j["metrics_path"] for j in prom["scrape_configs"] if j["job_name"] == "skewless-api"}
+    assert called <= HEALTH_PATHS, f"behind the API key: {sorted(called - HEALTH_PATHS)}"
+
+
+def test_api_key_comes_from_a_secret() -> None:
+    """Compose takes it from .env (required); k8s mounts it from skewless-secrets as a file."""
+    api_env = (ROOT / "docker-compose.yml").read_text().split("\n  api:\n", 1)[1]
+    assert re.search(r"SKEWLESS_API_KEY: \$\{SKEWLESS_API_KEY:\?", api_env)
+    spec = next(
+        d for _, d in k8s_docs(K8S / "base") if d["kind"] == "Deployment" and d["metadata"]["name"] == "skewless-api"
+    )["spec"]["template"]["spec"]
+    api = spec["containers"][0]
+    env = {e["name"]: e for e in api["env"]}
+    assert "SKEWLESS_API_KEY" not in env, "a file, not an env var: env vars leak into crash dumps and `ps e`"
+    key_file = env["SKEWLESS_API_KEY_FILE"]["value"]
+    mount = next(m for m in api["volumeMounts"] if key_file.startswith(m["mountPath"] + "/"))
+    volume = next(v for v in spec["volumes"] if v["name"] == mount["name"])
+    items = {i["path"]: i["key"] for i in volume["secret"]["items"]}
+    assert volume["secret"]["secretName"] == "skewless-secrets"
+    assert items[key_file.removeprefix(mount["mountPath"] + "/")] == "api-key"

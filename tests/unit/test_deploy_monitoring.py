@@ -1,4 +1,8 @@
-"""Dashboards and alerts reference only series the API exports; compose and k8s rules agree."""
+"""Dashboards and alerts reference only series the API exports; compose and k8s rules agree.
+
+These compare against the exposition of the app's metrics registry (fast, no services);
+tests/integration/test_deploy_dashboard.py compares against a live app's /metrics.
+"""
 
 from __future__ import annotations
 
@@ -71,6 +75,17 @@ def dashboard_exprs() -> list[str]:
     return [t["expr"] for p in dashboard()["panels"] for t in p.get("targets", [])]
 
 
+def alert_exprs() -> list[str]:
+    """Every PromQL expression of the Prometheus rules (compose and k8s share them) and Grafana's rules."""
+    rules = yaml.safe_load((ROOT / "infra/prometheus/alerts.yml").read_text())
+    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
+    grafana = yaml.safe_load((ROOT / "infra/grafana/provisioning/alerting/skewless-rules.yaml").read_text())
+    exprs += [
+        q["model"]["expr"] for g in grafana["groups"] for r in g["rules"] for q in r["data"] if "expr" in q["model"]
+    ]
+    return exprs
+
+
 def test_metric_name_parser() -> None:
     expr = 'histogram_quantile(0.99, sum by (le) (rate(a_bucket{route=~"/v1.*"}[5m]))) / ignoring(x) group_left b'
     assert metric_names(expr) == {"a_bucket", "b"}
@@ -105,14 +120,9 @@ def test_dashboard_covers_the_required_panels() -> None:
 
 
 def test_alert_rules_use_only_exported_metrics() -> None:
-    rules = yaml.safe_load((ROOT / "infra/prometheus/alerts.yml").read_text())
-    exprs = [r["expr"] for g in rules["groups"] for r in g["rules"]]
-    grafana = yaml.safe_load((ROOT / "infra/grafana/provisioning/alerting/skewless-rules.yaml").read_text())
-    exprs += [
-        q["model"]["expr"] for g in grafana["groups"] for r in g["rules"] for q in r["data"] if "expr" in q["model"]
-    ]
-    for expr in exprs:
+    for expr in alert_exprs():
         assert metric_names(expr) <= exported() | SYNTHETIC, expr
+    grafana = yaml.safe_load((ROOT / "infra/grafana/provisioning/alerting/skewless-rules.yaml").read_text())
     titles = " ".join(r["title"] for g in grafana["groups"] for r in g["rules"]).lower()
     assert "error rate" in titles and "p99" in titles and "stale" in titles
 

@@ -11,6 +11,7 @@ from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
 from feature_repo.settings import FeastSettings
+from observability.settings import TelemetrySettings
 from serving.settings import ServingSettings
 from tests.unit.test_deploy_support import (
     APP_SERVICES,
@@ -27,13 +28,24 @@ from training.settings import TrainSettings
 
 pytestmark = pytest.mark.unit
 
-SETTINGS: tuple[type[BaseSettings], ...] = (FeastSettings, ServingSettings, TrainSettings)
+SETTINGS: tuple[type[BaseSettings], ...] = (FeastSettings, ServingSettings, TrainSettings, TelemetrySettings)
 # Read by MLflow itself (the client in training and serving).
 MLFLOW_VARS = {"MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"}
 # Set for the image's runtime, not for skewless' settings.
 RUNTIME_VARS = {"PATH", "PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "HOME", "TMPDIR", "MPLCONFIGDIR"}
-# Set ahead of the code that reads it; remove an entry once its setting exists.
-PENDING = {"SKEWLESS_API_KEY": "API-key auth is wired into serving by the reliability issue"}
+# Read by the OpenTelemetry SDK itself (observability/tracing.py leaves them to it); each must be
+# a name the SDK defines, so a typo cannot silently turn tracing into a no-op.
+SDK_OTEL_VARS = {
+    "OTEL_SERVICE_NAME",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_SDK_DISABLED",
+    "OTEL_RESOURCE_ATTRIBUTES",
+}
+# Set ahead of the code that reads it; add "NAME": "why" while a setting is still being built.
+PENDING: dict[str, str] = {}
 
 
 def env_names(cls: type[BaseSettings]) -> set[str]:
@@ -51,9 +63,13 @@ def env_names(cls: type[BaseSettings]) -> set[str]:
     return {n.upper() for n in names}
 
 
+def sdk_vars() -> set[str]:
+    """Every OTEL_* variable the OpenTelemetry SDK defines (the values of its constants)."""
+    return {getattr(otel_env, n) for n in dir(otel_env) if n.startswith("OTEL_")}
+
+
 def known_vars() -> set[str]:
-    otel = {n for n in dir(otel_env) if n.startswith("OTEL_")}
-    return set().union(*(env_names(c) for c in SETTINGS)) | MLFLOW_VARS | otel
+    return set().union(*(env_names(c) for c in SETTINGS)) | MLFLOW_VARS | sdk_vars()
 
 
 def unknown(env: dict[str, Any]) -> set[str]:
@@ -95,6 +111,9 @@ def k8s_container_env() -> list[tuple[str, dict[str, str]]]:
 def test_settings_classes_read_the_documented_variables() -> None:
     assert {"SKEWLESS_REDIS_CONNECTION", "SKEWLESS_FEAST_REGISTRY", "SKEWLESS_REDIS_PASSWORD"} <= known_vars()
     assert "MLFLOW_TRACKING_URI" in env_names(ServingSettings) & env_names(TrainSettings)
+    assert {"SKEWLESS_API_KEY", "SKEWLESS_API_KEY_FILE", "SKEWLESS_MAX_BODY_BYTES"} <= env_names(ServingSettings)
+    assert {"SKEWLESS_TRACE_EXPORT", "SKEWLESS_LOG_FORMAT", "SKEWLESS_SLOW_REQUEST_MS"} <= env_names(TelemetrySettings)
+    assert sdk_vars() >= SDK_OTEL_VARS, sorted(SDK_OTEL_VARS - sdk_vars())
 
 
 @pytest.mark.parametrize("service", APP_SERVICES)

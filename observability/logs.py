@@ -1,0 +1,52 @@
+"""Structured logs: one JSON object per line, each carrying the current trace_id and span_id."""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from opentelemetry import trace
+from pythonjsonlogger.orjson import OrjsonFormatter
+
+from observability.settings import TelemetrySettings
+
+# uvicorn installs its own handlers on these; they get ours so every line has one shape.
+_SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+
+
+class TraceContextFilter(logging.Filter):
+    """Adds ``trace_id`` and ``span_id`` (hex, as Jaeger shows them) from the active span."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Annotate, never drop; an explicit ``extra={"trace_id": ...}`` wins."""
+        ctx = trace.get_current_span().get_span_context()
+        if not hasattr(record, "trace_id"):
+            record.trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else None
+        if not hasattr(record, "span_id"):
+            record.span_id = format(ctx.span_id, "016x") if ctx.is_valid else None
+        return True
+
+
+def _formatter(fmt: str) -> logging.Formatter:
+    if fmt == "json":
+        return OrjsonFormatter(
+            ["levelname", "name", "message", "trace_id", "span_id"],
+            rename_fields={"levelname": "level", "name": "logger"},
+            timestamp="time",  # ISO 8601, UTC
+        )
+    return logging.Formatter("%(asctime)s %(levelname)s %(name)s [trace_id=%(trace_id)s] %(message)s")
+
+
+def setup_logging(settings: TelemetrySettings) -> None:
+    """Route the root logger (and uvicorn's) through one stderr handler; safe to call again."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name("skewless")
+    handler.setFormatter(_formatter(settings.log_format))
+    handler.addFilter(TraceContextFilter())
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if h.get_name() != "skewless"] + [handler]
+    root.setLevel(settings.log_level)
+    for name in _SERVER_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.handlers:
+            logger.handlers = [handler]

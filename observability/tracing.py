@@ -1,0 +1,130 @@
+"""Tracing set-up, once per process, from the standard OTEL_* variables.
+
+The SDK reads OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER(_ARG),
+OTEL_SDK_DISABLED and OTEL_BSP_* itself; this module only picks the exporter for
+OTEL_EXPORTER_OTLP_(TRACES_)PROTOCOL and attaches it when SKEWLESS_TRACE_EXPORT is on.
+With export off, spans still exist in-process, so responses and logs carry trace ids.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+from opentelemetry import context, propagate, trace
+from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+
+from observability.settings import TelemetrySettings
+from observability.slow_traces import KeepSlowTraces, RecordAlwaysSampler
+
+log = logging.getLogger(__name__)
+
+_provider: TracerProvider | None = None
+
+
+def sdk_disabled() -> bool:
+    """OTEL_SDK_DISABLED=true: no spans at all (the SDK returns no-op tracers)."""
+    return os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true"
+
+
+def _exporter() -> SpanExporter:
+    """The OTLP exporter for the configured protocol; endpoint, headers and timeout come from env."""
+    protocol = (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+        or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL")
+        or "http/protobuf"
+    ).strip()
+    if protocol == "http/protobuf":
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+        return HttpExporter()
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
+
+        return GrpcExporter()
+    raise ValueError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r} is not supported; use http/protobuf or grpc")
+
+
+def _resource(default_service: str) -> Resource:
+    resource = Resource.create()
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        # Neither OTEL_SERVICE_NAME nor OTEL_RESOURCE_ATTRIBUTES named us: use the component's name.
+        resource = resource.merge(Resource({SERVICE_NAME: default_service}))
+    return resource
+
+
+def setup_tracing(default_service: str, settings: TelemetrySettings) -> TracerProvider | None:
+    """The process's TracerProvider, built on the first call; None when OTEL_SDK_DISABLED=true.
+
+    Later calls return the same provider: OpenTelemetry allows one global provider per process.
+    """
+    global _provider
+    if sdk_disabled():
+        return None
+    if _provider is not None:
+        return _provider
+    exporter = _exporter() if settings.trace_export else None
+    sampler = None  # None: the SDK builds it from OTEL_TRACES_SAMPLER(_ARG)
+    processor: SpanProcessor | None = None
+    if exporter is not None:
+        if settings.keep_slow_traces:
+            from opentelemetry.sdk.trace.sampling import _get_from_env_or_default
+
+            sampler = RecordAlwaysSampler(_get_from_env_or_default())
+            processor = KeepSlowTraces(BatchSpanProcessor(exporter), settings.slow_request_ms / 1000)
+        else:
+            processor = BatchSpanProcessor(exporter)
+    provider = TracerProvider(resource=_resource(default_service), sampler=sampler)
+    if processor is not None:
+        provider.add_span_processor(processor)
+    trace.set_tracer_provider(provider)
+    _provider = provider
+    where = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "the OTLP default endpoint")
+    log.info("tracing: %s", f"exporting to {where}" if exporter else "in-process only (SKEWLESS_TRACE_EXPORT=false)")
+    return provider
+
+
+def flush_tracing(timeout_ms: int = 5000) -> None:
+    """Export what is queued, waiting at most ``timeout_ms``; short-lived CLIs call it before exit.
+
+    The provider itself shuts down at interpreter exit (the SDK registers that).
+    """
+    if _provider is not None:
+        _provider.force_flush(timeout_ms)
+
+
+def trace_id_hex() -> str | None:
+    """The current trace id as 32 hex digits, or None outside a recorded trace."""
+    ctx = trace.get_current_span().get_span_context()
+    return format(ctx.trace_id, "032x") if ctx.is_valid else None
+
+
+@contextmanager
+def continued_from_env(environ: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Continue a caller's trace handed over in TRACEPARENT/TRACESTATE (e.g. by a pipeline runner)."""
+    env = os.environ if environ is None else environ
+    carrier = {k.lower(): env[k] for k in ("TRACEPARENT", "TRACESTATE") if k in env}
+    token = context.attach(propagate.extract(carrier)) if carrier else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            context.detach(token)
+
+
+@contextmanager
+def traced_run(component: str, name: str, settings: TelemetrySettings | None = None) -> Iterator[trace.Span]:
+    """One trace per CLI run: its root span (continuing TRACEPARENT if set), flushed when the run ends.
+
+    Failures are recorded on the root span and re-raised.
+    """
+    setup_tracing(component, settings or TelemetrySettings())
+    try:
+        with continued_from_env(), trace.get_tracer(component).start_as_current_span(name) as span:
+            yield span
+    finally:
+        flush_tracing()

@@ -1,0 +1,149 @@
+"""The direct reader of Feast's Redis layout returns exactly what the Feast SDK path returns."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+
+import pandas as pd
+import pytest
+
+from feature_repo.contract import Contract
+from feature_repo.store import open_store
+from serving.features import EntityFeatures, FeaturePlan, OnlineFeatures, StalePolicy
+from serving.redis_layout import LayoutError, RedisLayout, canary_mismatch
+from tests.conftest import FeatureEnv
+from tests.integration.conftest import MODEL_NAME, Registry
+
+pytestmark = pytest.mark.integration
+
+ABSENT = ["u9999998", "u9999999"]
+
+
+def _plan(feature_env: FeatureEnv, registry: Registry) -> tuple[OnlineFeatures, FeaturePlan]:
+    store = open_store(feature_env.settings, 5.0)  # a store per test: Feast's async client binds to one loop
+    contract = Contract.from_tags(registry.client.get_model_version_by_alias(MODEL_NAME, "champion").tags)
+    return OnlineFeatures(store, 5.0, 5.0, "missing"), FeaturePlan.build(store, contract)
+
+
+def _identical(a: object, b: object) -> bool:
+    if a is None or b is None:
+        return a is None and b is None
+    if isinstance(a, float) and math.isnan(a):
+        return isinstance(b, float) and math.isnan(b)
+    return type(a) is type(b) and a == b
+
+
+def _diff(sdk: list[EntityFeatures], direct: list[EntityFeatures], names: tuple[str, ...]) -> list[str]:
+    out = []
+    for s, d in zip(sdk, direct, strict=True):
+        if (s.entity_id, s.found, s.missing, s.stale) != (d.entity_id, d.found, d.missing, d.stale):
+            out.append(f"{s.entity_id}: sdk {s.found, s.missing, s.stale} direct {d.found, d.missing, d.stale}")
+        out += [
+            f"{s.entity_id}.{n}: sdk {x!r} direct {y!r}"
+            for n, x, y in zip(names, s.values, d.values, strict=True)
+            if not _identical(x, y)
+        ]
+    return out
+
+
+# 0 days: nothing stale; 3: the activity views (TTL 2 days) are stale and engagement_ratios is
+# re-run on nulls; 40: billing too (35 days); 500: every view, the profile's 400 days included.
+@pytest.mark.parametrize("days_later", [0, 3, 40, 500])
+@pytest.mark.parametrize("policy", ["missing", "score"])
+def test_direct_reader_returns_what_the_feast_sdk_returns(
+    feature_env: FeatureEnv, registry: Registry, days_later: int, policy: StalePolicy
+) -> None:
+    online, plan = _plan(feature_env, registry)
+    online.stale_policy = policy
+    layout = RedisLayout(online.store, plan)
+    users = sorted(pd.read_parquet(feature_env.data_dir / "users.parquet")["user_id"].unique())
+    ids = [*users, *ABSENT]
+    now = time.time() + days_later * 86400
+
+    async def both() -> tuple[list[EntityFeatures], list[EntityFeatures], list[EntityFeatures]]:
+        try:
+            sdk = await online._sdk(plan, ids, now)
+            direct = layout.rows(ids, await online._hmget(layout, ids), now, policy)
+            one = [layout.rows([i], await online._hmget(layout, [i]), now, policy)[0] for i in (users[0], ABSENT[0])]
+            return sdk, direct, one
+        finally:
+            await online.close()
+            await online.store.close()
+
+    sdk, direct, one = asyncio.run(both())
+    problems = _diff(sdk, direct, plan.names)
+    assert not problems, f"{len(problems)} differences, e.g. {problems[:5]}"
+    assert _diff([sdk[0], sdk[-2]], one, plan.names) == []  # the single-entity command path too
+    assert [r.found for r in direct[-2:]] == [False, False]
+    assert sum(r.found for r in direct) == len(users)
+    if days_later and policy == "missing":  # the stale path really ran and nulled something
+        assert any(r.stale for r in direct) and any(r.missing for r in direct)
+
+
+def test_fetch_serves_from_the_direct_reader_after_the_check(feature_env: FeatureEnv, registry: Registry) -> None:
+    online, plan = _plan(feature_env, registry)
+
+    async def go() -> tuple[str, str, list[EntityFeatures], list[EntityFeatures]]:
+        try:
+            before = online.path(plan)
+            rows = await online.fetch(plan, ["u0000001", ABSENT[0]], time.time())
+            sdk = await online._sdk(plan, ["u0000001", ABSENT[0]], time.time())
+            return before, online.path(plan), rows, sdk
+        finally:
+            await online.close()
+            await online.store.close()
+
+    before, after, rows, sdk = asyncio.run(go())
+    assert (before, after) == ("unchecked", "direct")
+    assert _diff(sdk, rows, plan.names) == []
+
+
+def test_unsupported_layout_falls_back_to_the_sdk(feature_env: FeatureEnv, registry: Registry) -> None:
+    online, plan = _plan(feature_env, registry)
+    # Feast only supports version 3 today; a store configured otherwise must not be read directly.
+    online.store.config.__dict__["entity_key_serialization_version"] = 2
+    with pytest.raises(LayoutError, match="not 3"):
+        RedisLayout(online.store, plan)
+
+    async def go() -> str:
+        try:
+            await online.fetch(plan, ["u0000001"], time.time())
+            return online.path(plan)
+        finally:
+            await online.close()
+            await online.store.close()
+
+    assert asyncio.run(go()) == "sdk"
+
+
+class _WrongKeys(RedisLayout):
+    """A reader whose key derivation disagrees with Feast's (what a layout change would look like)."""
+
+    def key(self, entity_id: str) -> bytes:
+        return super().key(entity_id)[:-1]
+
+
+def test_the_start_up_check_catches_a_reader_that_disagrees_with_feast(
+    feature_env: FeatureEnv, registry: Registry
+) -> None:
+    online, plan = _plan(feature_env, registry)
+
+    async def go() -> tuple[str | None, str | None]:
+        assert online._redis is not None
+        try:
+
+            def sdk(ids: list[str], t: float) -> object:
+                return online._sdk(plan, ids, t)
+
+            good = await canary_mismatch(online._redis, RedisLayout(online.store, plan), sdk, time.time())  # type: ignore[arg-type]
+            bad = await canary_mismatch(online._redis, _WrongKeys(online.store, plan), sdk, time.time())  # type: ignore[arg-type]
+            return good, bad
+        finally:
+            await online.close()
+            await online.store.close()
+
+    good, bad = asyncio.run(go())
+    assert good is None
+    assert bad is not None and "derived" in bad

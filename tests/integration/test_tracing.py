@@ -1,0 +1,246 @@
+"""Tracing end to end: a uvicorn API exports over real OTLP/HTTP to a receiver in this process,
+which decodes the ExportTraceServiceRequest protobufs as Jaeger would receive them."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from feature_repo.settings import PROJECT_ROOT
+from observability.otlp_receiver import OtlpReceiver, ReceivedSpan
+from tests.conftest import FeatureEnv
+from tests.integration.conftest import MODEL_NAME, Registry
+from tests.support import ApiServer, free_port
+
+pytestmark = pytest.mark.integration
+
+USER = "u0000042"
+SERVER_KIND = 2  # SPAN_KIND_SERVER in the OTLP protobuf
+CLIENT_KIND = 3
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, dict(r.headers.items()), r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers.items()), e.read()
+
+
+@pytest.fixture(scope="module")
+def receiver(otlp_receiver: OtlpReceiver) -> OtlpReceiver:
+    """The session's receiver (the training run exported there too); tests filter by trace id."""
+    return otlp_receiver
+
+
+def traced_env(api_env: dict[str, str], endpoint: str) -> dict[str, str]:
+    return {
+        **api_env,
+        "OTEL_SDK_DISABLED": "false",
+        "SKEWLESS_TRACE_EXPORT": "true",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_TRACES_SAMPLER": "parentbased_always_on",
+        "OTEL_SERVICE_NAME": "skewless-api-under-test",
+        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=test",
+        "OTEL_BSP_SCHEDULE_DELAY": "50",  # export within 50 ms, so tests need not wait long
+        "SKEWLESS_SLOW_REQUEST_MS": "100",
+    }
+
+
+@pytest.fixture(scope="module")
+def api(
+    api_env: dict[str, str], receiver: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ApiServer]:
+    server = ApiServer(traced_env(api_env, receiver.endpoint), tmp_path_factory.mktemp("api")).start("/ready")
+    yield server
+    server.stop()
+
+
+def trace_of(receiver: OtlpReceiver, trace_id: str, names: set[str]) -> dict[str, ReceivedSpan]:
+    """The spans of one trace by name, once every name in ``names`` has arrived."""
+    spans = receiver.wait_for(lambda ss: names <= {s.name for s in ss if s.trace_id == trace_id})
+    return {s.name: s for s in spans if s.trace_id == trace_id}
+
+
+def server_span(spans: dict[str, ReceivedSpan]) -> ReceivedSpan:
+    (root,) = [s for s in spans.values() if s.kind == SERVER_KIND]
+    return root
+
+
+def test_one_prediction_is_one_trace_with_feature_and_inference_children(
+    api: ApiServer, receiver: OtlpReceiver
+) -> None:
+    status, headers, body = get(api.url(f"/v1/predict/{USER}"))
+    assert status == 200, body
+    trace_id = headers["x-trace-id"]
+    assert len(trace_id) == 32 and int(trace_id, 16)
+    spans = trace_of(receiver, trace_id, {"feature_retrieval", "model_inference"})
+    root = server_span(spans)
+    assert root.parent_span_id == ""  # the server span is the root
+    assert root.attributes["http.route"] == "/v1/predict/{entity_id}"
+    assert root.resource["service.name"] == "skewless-api-under-test"
+    assert root.resource["deployment.environment"] == "test"
+
+    features, inference = spans["feature_retrieval"], spans["model_inference"]
+    assert features.parent_span_id == root.span_id and inference.parent_span_id == root.span_id
+    assert features.attributes["skewless.feature_service"] == "churn_v1"
+    assert features.attributes["skewless.entity_count"] == 1
+    assert features.attributes["skewless.features.missing_count"] >= 0
+    assert features.attributes["skewless.features.stale_count"] >= 0
+    assert inference.attributes["skewless.model.name"] == "churn"
+    assert inference.attributes["skewless.model.version"] == json.loads(body)["model"]["version"]
+    assert inference.attributes["skewless.model.rows"] == 1
+
+    redis_spans = [s for s in receiver.spans() if s.trace_id == trace_id and s.attributes.get("db.system") == "redis"]
+    assert redis_spans, "no Redis command span in the trace"
+    assert all(s.parent_span_id == features.span_id for s in redis_spans)
+    assert {s.kind for s in redis_spans} == {CLIENT_KIND}
+    # Every span of the request lies within the server span.
+    for s in receiver.spans():
+        if s.trace_id == trace_id:
+            assert root.start_ns <= s.start_ns and s.end_ns <= root.end_ns
+
+
+def test_incoming_traceparent_is_continued(api: ApiServer, receiver: OtlpReceiver) -> None:
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    status, headers, _ = get(api.url(f"/v1/predict/{USER}"), {"traceparent": f"00-{trace_id}-{parent}-01"})
+    assert status == 200
+    assert headers["x-trace-id"] == trace_id
+    root = server_span(trace_of(receiver, trace_id, {"feature_retrieval"}))
+    assert root.parent_span_id == parent
+
+
+def test_batch_and_errors_carry_trace_ids_and_probes_are_not_traced(api: ApiServer, receiver: OtlpReceiver) -> None:
+    req = urllib.request.Request(
+        api.url("/v1/predict"),
+        data=json.dumps({"entity_ids": [USER, "u9999999"]}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=10) as r:
+        batch_trace = r.headers["x-trace-id"]
+    spans = trace_of(receiver, batch_trace, {"feature_retrieval", "model_inference"})
+    assert spans["feature_retrieval"].attributes["skewless.entity_count"] == 2
+    assert spans["feature_retrieval"].attributes["skewless.entities.not_found"] == 1
+
+    status, headers, _ = get(api.url("/v1/predict/not-an-id"))
+    assert status == 422 and "x-trace-id" in headers
+    status, headers, _ = get(api.url("/health"))
+    assert status == 200 and "x-trace-id" not in headers
+    get(api.url("/ready"))
+    time.sleep(0.3)  # two export intervals
+    routes = {s.attributes.get("http.route") for s in receiver.spans()}
+    assert not routes & {"/health", "/ready", "/metrics"}
+
+
+def test_a_redis_stall_is_an_error_span_and_a_slow_request_warning(
+    api: ApiServer, receiver: OtlpReceiver, feature_env: FeatureEnv
+) -> None:
+    # Paused past the 250 ms deadline: the read fails, the span says why, the client gets a 503.
+    feature_env.redis.pause()
+    try:
+        status, headers, _ = get(api.url(f"/v1/predict/{USER}"))
+    finally:
+        feature_env.redis.resume()
+    assert status == 503
+    failed = trace_of(receiver, headers["x-trace-id"], {"feature_retrieval"})
+    assert failed["feature_retrieval"].status == "ERROR"
+    assert any(name == "exception" for name, _ in failed["feature_retrieval"].events)
+    assert server_span(failed).status == "ERROR"
+
+    # Paused for 150 ms, under the deadline: a correct answer, but slower than the 100 ms threshold.
+    feature_env.redis.pause()
+    threading.Timer(0.15, feature_env.redis.resume).start()
+    status, headers, _ = get(api.url(f"/v1/predict/{USER}"))
+    assert status == 200
+    slow_trace = headers["x-trace-id"]
+    deadline = time.monotonic() + 5
+    warning: dict[str, object] | None = None
+    while warning is None and time.monotonic() < deadline:
+        for line in api.logs().splitlines():
+            if line.startswith("{") and slow_trace in line:
+                record = json.loads(line)
+                if record["message"].startswith("slow request"):
+                    warning = record
+        time.sleep(0.05)
+    assert warning is not None, api.logs()[-2000:]
+    assert warning["level"] == "WARNING"
+    assert warning["trace_id"] == slow_trace
+    assert warning["route"] == "/v1/predict/{entity_id}"
+    assert warning["entity_count"] == 1
+    stages = warning["stages_ms"]
+    assert isinstance(stages, dict) and stages["feature_retrieval"] >= 100
+    assert "model_inference" in stages
+    assert float(warning["duration_ms"]) >= 150  # type: ignore[arg-type]
+
+
+def test_a_dead_collector_blocks_nothing(api_env: dict[str, str], tmp_path: Path) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    server = ApiServer(traced_env(api_env, dead), tmp_path).start("/ready")
+    try:
+        worst = 0.0
+        for _ in range(50):
+            t0 = time.perf_counter()
+            status, headers, _ = get(server.url(f"/v1/predict/{USER}"))
+            worst = max(worst, time.perf_counter() - t0)
+            assert status == 200 and "x-trace-id" in headers
+        time.sleep(0.3)  # let the exporter fail a few times in the background
+        t0 = time.perf_counter()
+        status, _, _ = get(server.url(f"/v1/predict/{USER}"))
+        assert status == 200 and time.perf_counter() - t0 < 0.2
+        assert worst < 0.2, f"a request took {worst * 1000:.0f} ms with the collector down"
+    finally:
+        took = server.stop()
+    assert took < 10, f"shutdown took {took:.1f}s with the collector down"
+
+
+def test_training_run_is_one_trace_with_a_span_per_stage_and_mlflow_knows_it(
+    receiver: OtlpReceiver, registry: Registry
+) -> None:
+    # The session's model was trained by the CLI with export on (tests/integration/conftest.py).
+    version = registry.client.get_model_version(MODEL_NAME, registry.champion_version)
+    run = registry.client.get_run(version.run_id)
+    trace_id = run.data.tags["otel.trace_id"]
+    stages = {"historical_retrieval", "fit", "evaluate", "register"}
+    spans = trace_of(receiver, trace_id, {"train", *stages})
+    root = spans["train"]
+    assert root.parent_span_id == "" and root.resource["service.name"] == "skewless-train"
+    assert all(spans[name].parent_span_id == root.span_id for name in stages)
+    assert spans["register"].attributes["mlflow.run_id"] == run.info.run_id
+    order = sorted(stages, key=lambda n: spans[n].start_ns)
+    assert order == ["historical_retrieval", "fit", "evaluate", "register"]
+
+
+def test_pipeline_commands_are_traced_and_continue_a_given_traceparent(
+    api_env: dict[str, str], receiver: OtlpReceiver
+) -> None:
+    trace_id, parent = "0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331"
+    env = {
+        **traced_env(api_env, receiver.endpoint),
+        "OTEL_SERVICE_NAME": "skewless-pipeline",
+        "TRACEPARENT": f"00-{trace_id}-{parent}-01",
+    }
+    for command in ("validate", "materialize"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "feature_repo.pipeline.cli", command],
+            env=env,
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert proc.returncode == 0, proc.stderr
+    spans = trace_of(receiver, trace_id, {"validate", "materialize"})
+    assert spans["validate"].parent_span_id == parent and spans["materialize"].parent_span_id == parent
+    assert spans["validate"].attributes["skewless.failures"] == 0
