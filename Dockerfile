@@ -32,9 +32,12 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 # ---- runtime: the venv, the code, nothing else ----------------------------------------------
 FROM ${PYTHON_IMAGE} AS runtime
 
+# CI passes the commit (the image has no .git, so training's model card says "unknown").
+ARG VCS_REF=unknown
 LABEL org.opencontainers.image.title="skewless" \
       org.opencontainers.image.description="Feature-store-centric online prediction: API and pipeline jobs" \
-      org.opencontainers.image.licenses="Apache-2.0"
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.revision="${VCS_REF}"
 
 # libgomp1: LightGBM's OpenMP runtime (its wheel does not bundle it).
 RUN apt-get update \
@@ -62,6 +65,7 @@ ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONPATH=/app \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONSAFEPATH=1 \
     HOME=/tmp \
     TMPDIR=/tmp \
     MPLCONFIGDIR=/tmp/matplotlib \
@@ -69,10 +73,14 @@ ENV PATH=/opt/venv/bin:${PATH} \
     SKEWLESS_DATA_DIR=/data
 
 USER 10001:10001
+# Run from the writable /tmp: libraries that write relative to the working directory (DuckDB
+# spills to ./.tmp) then work on a read-only root. PYTHONSAFEPATH keeps /tmp off sys.path;
+# the code is found through PYTHONPATH (and uvicorn's --app-dir).
+WORKDIR /tmp
 EXPOSE 8000
 
 # No curl in slim: ask /health with the standard library.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health', timeout=2)"]
 
-CMD ["uvicorn", "serving.app:create_app", "--factory", "--host", "0.0.0.0", "--port", "8000", "--no-access-log"]
+CMD ["uvicorn", "serving.app:create_app", "--factory", "--app-dir", "/app", "--host", "0.0.0.0", "--port", "8000", "--no-access-log"]

@@ -71,10 +71,11 @@ test-unit: setup ## Unit tests only (no services)
 test-integration: setup ## Integration tests (private redis-server, Feast, MLflow)
 	$(VENV)/bin/pytest -m "integration or model" $(PYTEST_ARGS)
 
-lint: setup ## ruff, mypy
+lint: setup ## ruff, mypy, bandit (fails on any high-severity finding)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/bandit -q -r serving feature_repo training observability --severity-level high
 
 format: setup ## Format the code with ruff
 	$(VENV)/bin/ruff format .

@@ -110,6 +110,8 @@ def main(
         "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlflow.db",
         "MLFLOW_ARTIFACTS_DESTINATION": str(work / "mlartifacts"),
         "OTEL_SDK_DISABLED": "true",
+        # Bytecode caches written once, as a built image has them; else every start recompiles.
+        "PYTHONDONTWRITEBYTECODE": "",
     }
     py = sys.executable
     results: dict[str, Any] = {"machine": _machine(), "users": users, "workers": workers, "steps": {}, "cases": {}}
@@ -139,35 +141,47 @@ def main(
         )
         results["cases"] = _load_cases(env, users, seconds, workers, results)
     finally:
-        stop(redis_proc)  # type: ignore[arg-type]
+        stop(redis_proc)
     _write(results, out)
 
 
 def _serve(argv: list[str], env: dict[str, str], port: int, ready: str) -> tuple[subprocess.Popen[bytes], float]:
     t0 = time.perf_counter()
     proc = subprocess.Popen(pinned(argv, core=0), env=env, cwd=ROOT)
-    wait_http_or_port(port, ready, 120)
+    wait_http_or_port(port, ready, 180)
     return proc, time.perf_counter() - t0
+
+
+def _api(port: int, workers: int) -> list[str]:
+    """Our API with production settings: serving.server (uvloop, httptools, no access log, -O)."""
+    argv = [sys.executable, "-O", "-m", "serving.server", "--host", "127.0.0.1", "--port", str(port)]
+    return [*argv, "--workers", str(workers)]
+
+
+def _tracing_env(env: dict[str, str], endpoint: str) -> dict[str, str]:
+    """Tracing on, every request sampled, exported over OTLP/HTTP to the local receiver."""
+    traced = {k: v for k, v in env.items() if k != "OTEL_SDK_DISABLED"}
+    traced.update(
+        {
+            "SKEWLESS_TRACE_EXPORT": "true",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "1.0",
+        }
+    )
+    return traced
 
 
 def _load_cases(env: dict[str, str], users: int, seconds: int, workers: int, results: dict[str, Any]) -> dict[str, Any]:
     cases: dict[str, Any] = {}
-    uv = [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "--host",
-        "127.0.0.1",
-        "--no-access-log",
-        "--log-level",
-        "warning",
-        "--workers",
-        str(workers),
-        "--factory",
-    ]
-    # Ours, production settings.
+    # A throwaway start first, so Python's bytecode caches exist, as they do in a built image.
     port = free_port()
-    proc, cold = _serve([*uv, "--port", str(port), "serving.app:create_app"], env, port, "/ready")
+    proc, results["first_start_s"] = _serve(_api(port, workers), env, port, "/ready")
+    stop(proc)
+    # Ours, production settings, tracing off.
+    port = free_port()
+    proc, cold = _serve(_api(port, workers), env, port, "/ready")
     results["cold_start_s"] = cold
     rss = PeakRSS(proc.pid)
     try:
@@ -176,12 +190,28 @@ def _load_cases(env: dict[str, str], users: int, seconds: int, workers: int, res
         cases["a. single, 8 conns"] = _wrk(port, "wrk_single.lua", 8, seconds, users)
         cases["a. single, 32 conns"] = _wrk(port, "wrk_single.lua", 32, seconds, users)
         cases["b. batch of 100, 4 conns"] = _wrk(port, "wrk_batch.lua", 4, seconds, users)
-        for rate in (500, 1000, 2000):
-            cases[f"c. open loop {rate} req/s"] = _openloop(port, rate, seconds, users)
     finally:
         results["serving_peak_rss_mb"] = rss.stop()
         results["serving_rss_per_worker_mb"] = results["serving_peak_rss_mb"] / max(workers, 1)
         stop(proc)
+    results["stages"] = _stages(env, users)
+    # Ours with tracing on (default sampling: every request), exporting to a local OTLP receiver.
+    from observability.otlp_receiver import OtlpReceiver
+
+    receiver = OtlpReceiver(keep=False).start()
+    port = free_port()
+    proc, _ = _serve(_api(port, workers), _tracing_env(env, receiver.endpoint), port, "/ready")
+    try:
+        console.print("[bold]load[/bold]: ours, tracing on")
+        _wrk(port, "wrk_single.lua", 8, 2, users)
+        cases["a. single, 8 conns, tracing on"] = _wrk(port, "wrk_single.lua", 8, seconds, users)
+        for rate in (500, 1000, 2000):
+            cases[f"c. open loop {rate} req/s, tracing on"] = _openloop(port, rate, seconds, users)
+    finally:
+        stop(proc)
+        time.sleep(1)  # the exporter's last batch
+        results["spans_received"] = receiver.span_count()
+        receiver.stop()
     # Feast's own feature server, default settings, same repo and Redis.
     port = free_port()
     feast_env = {**env}
@@ -190,13 +220,12 @@ def _load_cases(env: dict[str, str], users: int, seconds: int, workers: int, res
 
     feast_env.update(
         fenv(
-            FeastSettings(
-                _env_file=None,
-                **{  # type: ignore[call-arg]
+            FeastSettings.model_validate(
+                {
                     "data_dir": env["SKEWLESS_DATA_DIR"],
                     "feast_registry": env["SKEWLESS_FEAST_REGISTRY"],
                     "redis_connection": env["SKEWLESS_REDIS_CONNECTION"],
-                },
+                }
             )
         )
     )
@@ -207,18 +236,23 @@ def _load_cases(env: dict[str, str], users: int, seconds: int, workers: int, res
         cwd=ROOT / "feature_repo",
     )
     try:
-        wait_http_or_port(port, "/health", 120)
+        wait_http_or_port(port, "/health", 180)
         console.print("[bold]load[/bold]: feast serve")
         _wrk(port, "wrk_feast.lua", 8, 2, users)
         cases["d. feast serve, features only, 8 conns"] = _wrk(port, "wrk_feast.lua", 8, seconds, users)
     finally:
         stop(proc)
     port = free_port()
-    proc, _ = _serve([*uv, "--port", str(port), "benchmarks.noop_app:create_app"], env, port, "/docs")
+    noop = [sys.executable, "-O", "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+    noop += ["--log-level", "warning", "--loop", "uvloop", "--http", "httptools", "--workers", str(workers)]
+    proc, _ = _serve([*noop, "--factory", "benchmarks.noop_app:create_app"], env, port, "/docs")
     try:
         console.print("[bold]load[/bold]: no-op")
         _wrk(port, "wrk_single.lua", 8, 2, users)
         cases["e. no-op FastAPI, 8 conns"] = _wrk(port, "wrk_single.lua", 8, seconds, users)
+        # The open-loop client checked against the no-op: a rate counts only if it delivers it here.
+        for rate in (1000, 2000):
+            cases[f"client check: open loop {rate} req/s vs no-op"] = _openloop(port, rate, seconds, users)
     finally:
         stop(proc)
     feast_rps = cases["d. feast serve, features only, 8 conns"]["rps"]
@@ -226,7 +260,23 @@ def _load_cases(env: dict[str, str], users: int, seconds: int, workers: int, res
     for c in cases.values():
         c["x_feast"] = c["rps"] / feast_rps
         c["x_noop"] = c["rps"] / noop_rps
+    off, on = cases["a. single, 8 conns"]["rps"], cases["a. single, 8 conns, tracing on"]["rps"]
+    results["tracing_on_off_ratio"] = on / off
     return cases
+
+
+def _stages(env: dict[str, str], users: int) -> dict[str, Any]:
+    """Per-stage breakdown of one request (benchmarks/stages.py), in its own process."""
+    out = subprocess.run(
+        pinned([sys.executable, "-O", "-m", "benchmarks.stages", "--users", str(users)], core=0),
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+    ).stdout
+    return dict(json.loads(out.strip().splitlines()[-1]))
 
 
 def _machine() -> dict[str, Any]:
@@ -243,8 +293,9 @@ def _write(results: dict[str, Any], out: Path) -> None:
     (out / "results.json").write_text(json.dumps(results, indent=2))
     lines = [
         f"Measured {results['machine']['date']} on {results['machine']['cpus']} cores "
-        f"({results['machine']['platform']}), {results['users']:,} users, {results['workers']} worker(s). "
-        "Closed loop: wrk; open loop: benchmarks/openloop.py (latency from scheduled send time).",
+        f"({results['machine']['platform']}), {results['users']:,} users, {results['workers']} worker(s), "
+        "server pinned to core 0 and load generator to core 1. Closed loop: wrk; open loop: "
+        "benchmarks/openloop.py (uvloop, latency from the scheduled send time, checked against the no-op).",
         "",
         "| case | req/s | p50 ms | p90 ms | p99 ms | errors | × feast serve | × no-op |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -266,7 +317,20 @@ def _write(results: dict[str, Any], out: Path) -> None:
         f"| point-in-time retrieval | {s['pit_retrieval']['rows']:,} label rows "
         f"in {s['pit_retrieval']['seconds']:.1f} s |",
         f"| pipeline (generate → train) | {s['pipeline_total_s']:.0f} s |",
+        f"| throughput with tracing on / off (8 conns) | {results.get('tracing_on_off_ratio', 0):.2f} "
+        f"({results.get('spans_received', 0):,} spans received) |",
     ]
+    st = results.get("stages")
+    if st:
+        lines += [
+            "",
+            f"One `GET /v1/predict/{{id}}` in-process, one at a time, median of {st['requests']:,} "
+            f"(feature reader: {st['reader']}; total p99 {st['total_p99_us']:.0f} µs):",
+            "",
+            "| stage | µs |",
+            "|---|---:|",
+        ]
+        lines += [f"| {k} | {v:.0f} |" for k, v in st["median_us"].items()]
     (out / "results.md").write_text("\n".join(lines) + "\n")
     table = Table(title="skewless benchmark")
     for col in ("case", "req/s", "p50", "p99", "err", "×feast", "×noop"):
@@ -282,7 +346,7 @@ def _write(results: dict[str, Any], out: Path) -> None:
             f"{c['x_noop']:.2f}",
         )
     console.print(table)
-    console.print("\n".join(lines[-7:]))
+    console.print("\n".join(lines[lines.index("| other | figure |") :]))
     console.print(f"wrote {out / 'results.md'} and {out / 'results.json'}")
 
 

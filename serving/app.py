@@ -16,7 +16,7 @@ from feature_repo.settings import FeastSettings
 from observability.logs import setup_logging
 from observability.settings import TelemetrySettings
 from serving.errors import OrjsonResponse, install_error_handlers
-from serving.limits import BodySizeLimit, ConcurrencyLimit
+from serving.limits import BodySizeLimit, ConcurrencyLimit, document_limits
 from serving.metrics import Metrics, RequestTimer
 from serving.security import ApiKeyAuth, document_api_key
 from serving.settings import ServingSettings
@@ -123,6 +123,7 @@ def create_app(
     # Added innermost first: timer -> load shedding -> API key -> body cap -> app, so the cheapest
     # refusals happen first and the timer still counts every refused request.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    document_limits(app)
     api_key = settings.resolved_api_key()
     if api_key:
         app.add_middleware(ApiKeyAuth, key=api_key)

@@ -37,7 +37,8 @@ def check_entity_ids(ids: list[str], state: AppState) -> None:
     """422 naming the first offending IDs, in words, when an ID has the wrong shape or length."""
     s = state.settings
     pattern = re.compile(s.entity_id_pattern)
-    bad = [i for i in ids if len(i) > s.entity_id_max_length or not pattern.match(i)]
+    # fullmatch: with match, `$` also matches before a trailing newline, so 'u0000042\n' passed.
+    bad = [i for i in ids if len(i) > s.entity_id_max_length or not pattern.fullmatch(i)]
     if bad:
         shown = ", ".join(repr(b[:80]) for b in bad[:5]) + (f" and {len(bad) - 5} more" if len(bad) > 5 else "")
         raise ApiError(

@@ -20,7 +20,7 @@ from feast import FeatureService, FeatureStore
 from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.types import Bool, Float32, Float64, Int32, Int64
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 
 from feature_repo.contract import Contract
 
@@ -28,6 +28,8 @@ if TYPE_CHECKING:
     from serving.redis_layout import RedisLayout
 
 log = logging.getLogger(__name__)
+CHECK_TIMEOUT_S = 2.0  # the direct reader's start-up check, once per model
+CHECK_RETRY_S = 5.0  # a check that failed (Redis down) is retried after this
 
 _NUMERIC = {Int32, Int64, Float32, Float64, Bool}
 StalePolicy = Literal["missing", "score"]
@@ -240,6 +242,8 @@ class OnlineFeatures:
         # id(plan) -> (plan, layout or None for "SDK serves this plan"); one entry per loaded model.
         self._layouts: dict[int, tuple[FeaturePlan, RedisLayout | None]] = {}
         self._redis: aioredis.Redis | None = None
+        self._checks: dict[int, asyncio.Task[None]] = {}  # strong references to running checks
+        self._retry_at: dict[int, float] = {}  # after a failed check, not before (monotonic seconds)
         if reader == "auto":
             from feast.infra.online_stores.redis import RedisOnlineStore
 
@@ -251,7 +255,9 @@ class OnlineFeatures:
                 self._redis = aioredis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **params)
 
     async def close(self) -> None:
-        """Close the direct reader's connections."""
+        """Stop pending checks and close the direct reader's connections."""
+        for task in list(self._checks.values()):
+            task.cancel()
         if self._redis is not None:
             await self._redis.aclose()  # type: ignore[attr-defined]  # stubs predate redis 5
 
@@ -267,13 +273,14 @@ class OnlineFeatures:
         # Redis' socket timeout stays the single-entity deadline; a batch gets more time for the
         # Python work (protobuf parsing, on-demand views) that scales with its size.
         deadline = self.deadline_s if len(entity_ids) == 1 else self.batch_deadline_s
+        entry = self._layouts.get(id(plan))
+        if entry is None or entry[0] is not plan:
+            # A new model's plan: Feast's SDK serves until the check, run beside the requests, says
+            # the direct reader agrees with it. The request path never waits for the check.
+            self._check_soon(plan)
+        layout = entry[1] if entry is not None and entry[0] is plan else None
         try:
             async with asyncio.timeout(deadline):
-                entry = self._layouts.get(id(plan))
-                if entry is None or entry[0] is not plan:
-                    entry = (plan, await self._choose(plan))
-                    self._layouts = {id(plan): entry, **self._layouts}
-                layout = entry[1]
                 if layout is not None and self._redis is not None:
                     replies = await self._hmget(layout, entity_ids)
                     return layout.rows(entity_ids, replies, now, self.stale_policy)
@@ -285,6 +292,28 @@ class OnlineFeatures:
         except Exception as e:
             # e.g. the registry changed under a running model; still an answer, not a bare 500.
             raise FeaturesUnavailableError(f"feature read failed: {type(e).__name__}: {e}") from e
+
+    async def prepare(self, plan: FeaturePlan) -> str:
+        """Run the direct reader's check for ``plan`` now; which path serves it afterwards."""
+        entry = (plan, await asyncio.wait_for(self._choose(plan), CHECK_TIMEOUT_S))
+        self._layouts = {id(plan): entry, **dict(list(self._layouts.items())[:2])}  # bounded: old models go
+        return self.path(plan)
+
+    def _check_soon(self, plan: FeaturePlan) -> None:
+        key = id(plan)
+        if key in self._checks or time.monotonic() < self._retry_at.get(key, 0.0):
+            return
+
+        async def check() -> None:
+            try:
+                await self.prepare(plan)
+            except Exception as e:  # Redis down or slow: the SDK keeps serving; retried a little later
+                self._retry_at = {key: time.monotonic() + CHECK_RETRY_S}
+                log.warning("direct reader check for %s postponed: %s: %s", plan.service.name, type(e).__name__, e)
+            finally:
+                self._checks.pop(key, None)
+
+        self._checks[key] = asyncio.get_running_loop().create_task(check(), name="direct-reader-check")
 
     async def _hmget(self, layout: RedisLayout, entity_ids: Sequence[str]) -> list[list[bytes | None]]:
         assert self._redis is not None
@@ -315,7 +344,10 @@ class OnlineFeatures:
         except LayoutError as e:
             log.warning("feature reader for %s: Feast SDK, direct layout unsupported: %s", plan.service.name, e)
             return None
-        why = await canary_mismatch(self._redis, layout, lambda ids, t: self._sdk(plan, ids, t), time.time())
+        try:
+            why = await canary_mismatch(self._redis, layout, lambda ids, t: self._sdk(plan, ids, t), time.time())
+        except ResponseError as e:  # e.g. an ACL without SCAN: Redis answers, so serve through the SDK
+            why = f"the check could not run: {e}"
         if why:
             log.warning("feature reader for %s: Feast SDK, direct read differs from Feast: %s", plan.service.name, why)
             return None

@@ -7,7 +7,11 @@ event loop stay untouched.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import orjson
+from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Probes must answer even when the service sheds load: an orchestrator that saw /health fail
@@ -123,3 +127,44 @@ class ConcurrencyLimit:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+
+
+def extend_openapi(app: FastAPI, edit: Callable[[dict[str, Any]], None]) -> None:
+    """Apply ``edit`` to the generated spec once, after any edits registered before it."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            edit(schema)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def add_error_response(operation: dict[str, Any], status: int, description: str) -> None:
+    """Document an error answer with the service's error shape, unless the route already does."""
+    operation.setdefault("responses", {}).setdefault(
+        str(status),
+        {
+            "description": description,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorPublic"}}},
+        },
+    )
+
+
+def document_limits(app: FastAPI) -> None:
+    """Declare the answers the middleware gives on any route, so the spec covers every response."""
+
+    def edit(schema: dict[str, Any]) -> None:
+        for path, operations in schema.get("paths", {}).items():
+            if path in HEALTH_PATHS:
+                continue
+            for operation in operations.values():
+                add_error_response(operation, 503, "Overloaded (Retry-After), no model, or the online store failed.")
+                if "requestBody" in operation:
+                    add_error_response(operation, 400, "The body could not be read (not UTF-8, bad Content-Length).")
+                    add_error_response(operation, 413, "The body is larger than SKEWLESS_MAX_BODY_BYTES.")
+
+    extend_openapi(app, edit)

@@ -13,7 +13,7 @@ from typing import Any
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from serving.limits import HEALTH_PATHS, send_error
+from serving.limits import HEALTH_PATHS, add_error_response, extend_openapi, send_error
 
 HEADER = "X-API-Key"
 _HEADER_KEY = HEADER.lower().encode()
@@ -47,27 +47,15 @@ class ApiKeyAuth:
 
 def document_api_key(app: FastAPI) -> None:
     """Declare the key in the OpenAPI spec, so /docs offers it and clients see the 401."""
-    build = app.openapi
 
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is not None:
-            return app.openapi_schema
-        schema = build()
-        schema.setdefault("components", {}).setdefault("securitySchemes", {})["ApiKey"] = {
-            "type": "apiKey",
-            "in": "header",
-            "name": HEADER,
-        }
-        for path, ops in schema.get("paths", {}).items():
+    def edit(schema: dict[str, Any]) -> None:
+        schemes = schema.setdefault("components", {}).setdefault("securitySchemes", {})
+        schemes["ApiKey"] = {"type": "apiKey", "in": "header", "name": HEADER}
+        for path, operations in schema.get("paths", {}).items():
             if path in HEALTH_PATHS:
                 continue
-            for op in ops.values():
-                op["security"] = [{"ApiKey": []}]
-                op.setdefault("responses", {})["401"] = {
-                    "description": "Missing or invalid API key.",
-                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorPublic"}}},
-                }
-        app.openapi_schema = schema
-        return schema
+            for operation in operations.values():
+                operation["security"] = [{"ApiKey": []}]
+                add_error_response(operation, 401, "Missing or invalid API key.")
 
-    app.openapi = openapi  # type: ignore[method-assign]
+    extend_openapi(app, edit)

@@ -34,7 +34,11 @@ class ServingSettings(BaseSettings):
         2000, gt=0, le=60_000, description="Budget for a batch's feature read (many entities parse for longer)."
     )
     max_batch_size: int = Field(1000, ge=1, le=100_000, description="Most entity IDs in one POST /v1/predict.")
-    entity_id_pattern: str = Field(r"^u\d{7}$", description="Regex every entity ID must match.")
+    entity_id_pattern: str = Field(
+        # [0-9], not \d: \d also matches other scripts' digits, which no stored ID has.
+        r"^u[0-9]{7}$",
+        description="Regex every entity ID must match, whole.",
+    )
     entity_id_max_length: int = Field(64, ge=1, le=1024, description="Longest entity ID accepted.")
     stale_features: Literal["missing", "score"] = Field(
         "missing",

@@ -41,14 +41,20 @@ def register_model(store_env: FeatureEnv, tracking_uri: str, name: str = FAULT_M
     x = pd.DataFrame(rng.normal(size=(400, len(contract.feature_names))), columns=list(contract.feature_names))
     y = (x.iloc[:, 0] + 0.5 * x.iloc[:, -1] > 0).astype(int)
     booster = lightgbm.train({"objective": "binary", "verbose": -1, "num_leaves": 7}, lightgbm.Dataset(x, y), 20)
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    mlflow.set_experiment("fault-tests")
-    with mlflow.start_run(run_name=name):
-        info = mlflow.lightgbm.log_model(
-            booster, name="model", registered_model_name=name, pip_requirements=["lightgbm"]
-        )
-    client = MlflowClient(tracking_uri=tracking_uri)
+    # MLflow's fluent API is process-global; restore it so other tests keep their registry.
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    try:
+        mlflow.set_tracking_uri(tracking_uri)
+        mlflow.set_registry_uri(tracking_uri)
+        experiment = MlflowClient(tracking_uri, tracking_uri).create_experiment(f"fault-tests-{name}")
+        with mlflow.start_run(experiment_id=experiment, run_name=name):
+            info = mlflow.lightgbm.log_model(
+                booster, name="model", registered_model_name=name, pip_requirements=["lightgbm"]
+            )
+    finally:
+        mlflow.set_tracking_uri(before[0])
+        mlflow.set_registry_uri(before[1])
+    client = MlflowClient(tracking_uri, tracking_uri)
     version = str(info.registered_model_version)
     for key, value in {**contract.to_tags(), "skewless.prior": repr(PRIOR)}.items():
         client.set_model_version_tag(name, version, key, value)

@@ -151,8 +151,11 @@ def test_redis_slowed_by_a_proxy_in_degraded_mode(
                 run = scenario(target, fault)
     finally:
         redis_proc.kill()
-    slowed = [s for s in run.predictions if 1.2 < s.sent < run.marks["fault"] - 0.2]
+    # From 0.6 s into the slow phase: as it starts, a request that needs a new pooled connection
+    # pays the handshake round trip too (2 x 100 ms) and may miss the deadline (seen once).
+    slowed = [s for s in run.predictions if 1.6 < s.sent < run.marks["fault"] - 0.2]
     assert slowed, "no requests during the 100 ms phase"
-    assert all(s.kind == "ok" for s in slowed), "latency under the deadline must still give correct scores"
+    wrong = [(round(s.sent, 2), round(s.seconds, 3), s.kind) for s in slowed if s.kind != "ok"]
+    assert not wrong, f"latency under the deadline must still give correct scores: {wrong}"
     assert min(s.seconds for s in slowed) >= 0.1, "the proxy did not slow Redis"
     check(run, "proxy +100 ms then +600 ms (degraded mode)", "back", fault_out, degraded=True)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import redis
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -26,6 +27,7 @@ from serving.settings import ServingSettings
 from tests.conftest import FeatureEnv, build_feature_env
 from tests.integration.conftest import MODEL_NAME, Registry
 from tests.support import RedisProcess, free_port
+from tests.unit.test_deploy_support import compose
 
 pytestmark = pytest.mark.integration
 
@@ -97,7 +99,8 @@ def acl_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AclStack]:
     acl = tmp / "users.acl"
     text = render_acl(acl)
     assert not any(p in text for p in PASSWORDS.values()), "the rendered file must hold hashes only"
-    server = AclRedis(port=free_port(), workdir=tmp / "redis", extra_args=("--aclfile", str(acl))).start()
+    server = AclRedis(port=free_port(), workdir=tmp / "redis", extra_args=("--aclfile", str(acl)))
+    server.start()
     # build_feature_env exports its settings process-wide: put the session's environment back
     # at once, so fixtures built later (the session's feature repo) never see this password.
     saved = dict(os.environ)
@@ -139,7 +142,7 @@ def test_serving_user_reads_feature_hashes_and_nothing_else(acl_stack: AclStack)
     assert serving.hgetall(key) == stored and stored
     fields = sorted(stored)
     assert serving.hmget(key, fields) == [stored[f] for f in fields]
-    cursor, found = serving.scan(0, count=1000)  # the direct reader's layout check scans
+    _, found = serving.scan(0, count=1000)  # the direct reader's layout check scans
     assert found
     for command in (("HSET", key, "x", "1"), ("DEL", key), ("EXPIRE", key, "1"), ("SET", "k", "v"), *ADMIN_COMMANDS):
         with pytest.raises(redis.exceptions.NoPermissionError):
@@ -170,7 +173,7 @@ def test_the_api_serves_as_the_read_only_user(acl_stack: AclStack, registry: Reg
             data_dir=acl_stack.env.data_dir,
             feast_registry=acl_stack.env.settings.feast_registry,
             redis_connection=f"127.0.0.1:{acl_stack.redis.port},username={SERVING[0]}",
-            redis_password=SERVING[1],  # type: ignore[arg-type]  # pydantic turns it into a SecretStr
+            redis_password=SecretStr(SERVING[1]),
         )
         settings = ServingSettings(mlflow_tracking_uri=registry.tracking_uri, model_name=MODEL_NAME)
         with TestClient(create_app(settings, feast), raise_server_exceptions=False) as client:
@@ -188,3 +191,15 @@ def test_the_api_serves_as_the_read_only_user(acl_stack: AclStack, registry: Reg
         os.environ.clear()
         os.environ.update(saved)
         get_feast_settings.cache_clear()
+
+
+def test_the_compose_healthcheck_logs_in_as_the_serving_user(acl_stack: AclStack) -> None:
+    """The redis service's healthcheck command, run by a shell as compose runs it (port adapted)."""
+    kind, command = compose()["services"]["redis"]["healthcheck"]["test"]
+    assert kind == "CMD-SHELL"
+    command = command.replace("redis-cli", f"redis-cli -p {acl_stack.redis.port}")
+    env = {"PATH": "/usr/bin:/bin"}
+    ok = subprocess.run(["sh", "-c", command], env={**env, **PASSWORDS}, capture_output=True, timeout=10)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    wrong = {**PASSWORDS, "REDIS_SERVING_PASSWORD": "wrong"}
+    assert subprocess.run(["sh", "-c", command], env={**env, **wrong}, capture_output=True, timeout=10).returncode

@@ -82,22 +82,28 @@ def test_direct_reader_returns_what_the_feast_sdk_returns(
         assert any(r.stale for r in direct) and any(r.missing for r in direct)
 
 
-def test_fetch_serves_from_the_direct_reader_after_the_check(feature_env: FeatureEnv, registry: Registry) -> None:
+def test_fetch_switches_to_the_direct_reader_once_the_check_passes(feature_env: FeatureEnv, registry: Registry) -> None:
     online, plan = _plan(feature_env, registry)
+    ids = ["u0000001", ABSENT[0]]
 
-    async def go() -> tuple[str, str, list[EntityFeatures], list[EntityFeatures]]:
+    async def go() -> tuple[list[str], list[EntityFeatures], list[EntityFeatures], list[EntityFeatures]]:
         try:
-            before = online.path(plan)
-            rows = await online.fetch(plan, ["u0000001", ABSENT[0]], time.time())
-            sdk = await online._sdk(plan, ["u0000001", ABSENT[0]], time.time())
-            return before, online.path(plan), rows, sdk
+            paths = [online.path(plan)]
+            first = await online.fetch(plan, ids, time.time())  # served by the SDK; starts the check
+            for _ in range(200):  # the check runs beside the requests
+                if online.path(plan) != "unchecked":
+                    break
+                await asyncio.sleep(0.01)
+            paths.append(online.path(plan))
+            rows = await online.fetch(plan, ids, time.time())
+            return paths, first, rows, await online._sdk(plan, ids, time.time())
         finally:
             await online.close()
             await online.store.close()
 
-    before, after, rows, sdk = asyncio.run(go())
-    assert (before, after) == ("unchecked", "direct")
-    assert _diff(sdk, rows, plan.names) == []
+    paths, first, rows, sdk = asyncio.run(go())
+    assert paths == ["unchecked", "direct"]
+    assert _diff(sdk, first, plan.names) == [] and _diff(sdk, rows, plan.names) == []
 
 
 def test_unsupported_layout_falls_back_to_the_sdk(feature_env: FeatureEnv, registry: Registry) -> None:
@@ -109,8 +115,7 @@ def test_unsupported_layout_falls_back_to_the_sdk(feature_env: FeatureEnv, regis
 
     async def go() -> str:
         try:
-            await online.fetch(plan, ["u0000001"], time.time())
-            return online.path(plan)
+            return await online.prepare(plan)
         finally:
             await online.close()
             await online.store.close()

@@ -6,6 +6,7 @@ import itertools
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -24,7 +25,7 @@ def test_compose_file_matches_the_compose_spec() -> None:
     assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_docker_compose_config_accepts_the_file(tmp_path) -> None:
+def test_docker_compose_config_accepts_the_file(tmp_path: Path) -> None:
     exe = shutil.which("docker-compose")
     if exe is None:
         pytest.skip("Debian's docker-compose (1.29) is not installed; `apt-get install docker-compose` to run this")
@@ -121,3 +122,30 @@ def test_postgres_init_creates_mlflow_and_feast_databases() -> None:
     assert any("docker-entrypoint-initdb.d" in v for v in pg["volumes"])
     registry = compose()["services"]["api"]["environment"]["SKEWLESS_FEAST_REGISTRY"]
     assert registry.startswith("postgresql+psycopg://feast:") and registry.endswith("@postgres:5432/feast")
+
+
+def test_readme_ui_addresses_are_published_by_compose() -> None:
+    deploy = (ROOT / "README.md").read_text().split("## Deploy", 1)[1]
+    documented = {int(p) for p in re.findall(r"http://localhost:(\d+)", deploy)}
+    published = {
+        int(p.rsplit(":", 2)[-2] if p.count(":") == 2 else p.split(":")[0]): name
+        for name, svc in compose()["services"].items()
+        for p in svc.get("ports", [])
+    }
+    assert {8000, 5000, 16686, 3000, 9090} <= documented
+    assert documented <= published.keys(), (
+        f"README names ports compose does not publish: {documented - published.keys()}"
+    )
+
+
+def test_redis_entrypoint_finds_its_files_and_writes_only_to_tmpfs() -> None:
+    redis = compose()["services"]["redis"]
+    mounted = {v.split(":")[1]: v.split(":")[0] for v in redis["volumes"]}
+    script = (ROOT / "infra/redis/entrypoint.sh").read_text()
+    assert redis["entrypoint"][-1] in mounted
+    for path in set(re.findall(r"/etc/redis/[\w.-]+", script)):
+        assert path in mounted, f"entrypoint.sh uses {path}, which compose does not mount"
+        assert (ROOT / mounted[path]).is_file(), mounted[path]
+    out = re.search(r"^out=(\S+)$", script, re.M)
+    assert out and any(out[1].startswith(t + "/") for t in redis["tmpfs"]), "the rendered ACL belongs in tmpfs"
+    assert '--aclfile "$out"' in script

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import tomllib
 from functools import cache
 
 import pytest
@@ -168,3 +169,23 @@ def test_api_key_comes_from_a_secret() -> None:
     items = {i["path"]: i["key"] for i in volume["secret"]["items"]}
     assert volume["secret"]["secretName"] == "skewless-secrets"
     assert items[key_file.removeprefix(mount["mountPath"] + "/")] == "api-key"
+
+
+def test_image_copies_every_package_the_project_ships() -> None:
+    """A package added to pyproject.toml but not copied would break the image at import time."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    packages = set(project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"])
+    copied = {m[1] for i in final_stage() if (m := re.match(r"COPY\s+(\w+)/\s+/app/\1/$", i))}
+    assert copied == packages, f"Dockerfile copies {sorted(copied)}, the project ships {sorted(packages)}"
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert not packages & set(ignored), "a shipped package is excluded from the build context"
+
+
+def test_mlflow_server_port_agrees_with_its_clients() -> None:
+    services = compose()["services"]
+    cmd = services["mlflow"]["command"]
+    port = int(cmd[cmd.index("--port") + 1])
+    assert any(p.endswith(f":{port}") for p in services["mlflow"]["ports"])
+    for name in ("api", "train"):
+        assert services[name]["environment"]["MLFLOW_TRACKING_URI"] == f"http://mlflow:{port}", name
+    assert f"http://127.0.0.1:{port}/health" in " ".join(services["mlflow"]["healthcheck"]["test"])

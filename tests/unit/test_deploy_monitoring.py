@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from functools import cache
+from pathlib import Path
 
 import pytest
 import yaml
@@ -145,3 +148,37 @@ def test_monitoring_files_are_mounted_where_their_configs_expect_them() -> None:
     provider = yaml.safe_load((ROOT / "infra/grafana/provisioning/dashboards/skewless.yaml").read_text())
     assert provider["providers"][0]["options"]["path"] in graf_mounts
     assert "/etc/grafana/provisioning" in graf_mounts
+
+
+def promtool() -> str:
+    exe = shutil.which("promtool")
+    if exe is None:
+        pytest.skip("promtool is not installed; `apt-get install prometheus` (Debian) provides it")
+    return exe
+
+
+def test_prometheus_config_and_rules_pass_promtool(tmp_path: Path) -> None:
+    """promtool checks the config and the rules, then runs the alert unit tests in alerts.test.yml."""
+    exe = promtool()
+    prom = yaml.safe_load((ROOT / "infra/prometheus/prometheus.yml").read_text())
+    shutil.copy(ROOT / "infra/prometheus/alerts.yml", tmp_path / "alerts.yml")
+    prom["rule_files"] = [str(tmp_path / "alerts.yml")]  # the container path, relocated
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(prom))
+    folder = ROOT / "infra/prometheus"
+    for args in (
+        ["check", "config", str(tmp_path / "prometheus.yml")],
+        ["check", "rules", "alerts.yml"],
+        ["test", "rules", "alerts.test.yml"],
+    ):
+        out = subprocess.run([exe, *args], cwd=folder, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, f"promtool {' '.join(args)}:\n{out.stdout}{out.stderr}"
+
+
+def test_every_alert_has_a_firing_unit_test() -> None:
+    rules = yaml.safe_load((ROOT / "infra/prometheus/alerts.yml").read_text())
+    tests = yaml.safe_load((ROOT / "infra/prometheus/alerts.test.yml").read_text())
+    fired = {c["alertname"] for t in tests["tests"] for c in t["alert_rule_test"] if c["exp_alerts"]}
+    quiet = {c["alertname"] for t in tests["tests"] for c in t["alert_rule_test"] if not c["exp_alerts"]}
+    alerts = {r["alert"] for g in rules["groups"] for r in g["rules"]}
+    assert alerts <= fired, f"alerts never shown to fire: {sorted(alerts - fired)}"
+    assert alerts <= quiet, f"alerts never shown to stay quiet: {sorted(alerts - quiet)}"

@@ -32,7 +32,16 @@ SETTINGS: tuple[type[BaseSettings], ...] = (FeastSettings, ServingSettings, Trai
 # Read by MLflow itself (the client in training and serving).
 MLFLOW_VARS = {"MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"}
 # Set for the image's runtime, not for skewless' settings.
-RUNTIME_VARS = {"PATH", "PYTHONPATH", "PYTHONUNBUFFERED", "PYTHONDONTWRITEBYTECODE", "HOME", "TMPDIR", "MPLCONFIGDIR"}
+RUNTIME_VARS = {
+    "PATH",
+    "PYTHONPATH",
+    "PYTHONUNBUFFERED",
+    "PYTHONDONTWRITEBYTECODE",
+    "PYTHONSAFEPATH",
+    "HOME",
+    "TMPDIR",
+    "MPLCONFIGDIR",
+}
 # Read by the OpenTelemetry SDK itself (observability/tracing.py leaves them to it); each must be
 # a name the SDK defines, so a typo cannot silently turn tracing into a no-op.
 SDK_OTEL_VARS = {

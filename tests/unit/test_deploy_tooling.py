@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -63,7 +64,7 @@ def test_workflow_runs_every_required_check() -> None:
 def test_pre_commit_runs_ruff_mypy_and_hygiene_hooks() -> None:
     cfg = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
     ids = {h["id"] for r in cfg["repos"] for h in r["hooks"]}
-    assert {"ruff", "ruff-format", "mypy", "trailing-whitespace", "end-of-file-fixer", "check-yaml"} <= ids
+    assert {"ruff", "ruff-format", "mypy", "bandit", "trailing-whitespace", "end-of-file-fixer", "check-yaml"} <= ids
     for repo in cfg["repos"]:
         if repo["repo"] != "local":
             assert re.fullmatch(r"v\d+\.\d+\.\d+", repo["rev"]), "pin hook revisions"
@@ -105,3 +106,18 @@ def test_dvc_repro_dry_plans_every_stage(tmp_path: Path) -> None:
     assert set(planned) == set(STAGES)
     assert planned.index("generate") < planned.index("validate") < planned.index("materialize")
     assert planned.index("apply") < planned.index("materialize") and planned.index("apply") < planned.index("train")
+
+
+def test_ci_runs_the_readme_test_command_and_checks_every_package() -> None:
+    jobs = workflow()["jobs"]
+    runs = [s["run"].strip() for s in jobs["test"]["steps"] if "run" in s]
+    assert "make test" in runs, f"the test job must run exactly the README's command, got {runs}"
+    assert "make test" in (ROOT / "README.md").read_text().split("\n\n", 2)[1]
+    packages = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["hatch"]["build"]["targets"]["wheel"]
+    bandit = next(s["run"] for s in jobs["lint"]["steps"] if "bandit" in s.get("run", ""))
+    make_bandit = re.search(r"/bin/(bandit .*)$", (ROOT / "Makefile").read_text(), re.M)
+    assert make_bandit and bandit.endswith(make_bandit[1]), "CI and `make lint` run bandit alike"
+    smoke = next(s["run"] for s in jobs["image"]["steps"] if "Smoke" in s.get("name", ""))
+    for package in packages["packages"]:
+        assert re.search(rf"-r [\w ]*\b{package}\b", bandit), f"bandit skips {package}"
+        assert f"import {package}" in smoke or f" {package}." in smoke, f"the image smoke test skips {package}"

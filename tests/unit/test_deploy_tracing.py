@@ -46,8 +46,9 @@ def test_jaeger_receives_otlp_and_publishes_its_ui() -> None:
     published = {int(p.rsplit(":", 1)[1]) for p in jaeger["ports"]}
     assert {JAEGER_UI, *OTLP_PORTS.values()} <= published
     assert all(p.startswith("127.0.0.1:") for p in jaeger["ports"]), "local only"
-    api = compose()["services"]["api"]
-    assert api["depends_on"]["jaeger"]["condition"] == "service_healthy"
+    # Tracing is optional: a Jaeger that is slow or unhealthy must not hold back the API or jobs.
+    for service in ("api", "feast-apply"):
+        assert compose()["services"][service]["depends_on"]["jaeger"]["condition"] == "service_started"
 
 
 def test_kubernetes_workloads_export_under_distinct_names(monkeypatch: pytest.MonkeyPatch) -> None:

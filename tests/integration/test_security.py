@@ -1,0 +1,224 @@
+"""Access and input limits through the real app: API key, body cap, batch cap; secrets never leak."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+import serving.security
+from serving.settings import ServingSettings
+from tests.conftest import FeatureEnv
+from tests.fault.conftest import register_model
+from tests.fault.harness import api_environment, copy_redis, running_api
+from tests.integration.conftest import AppFactory
+from tests.support import RedisProcess, free_port
+
+pytestmark = pytest.mark.integration
+
+KEY = "k-" + "7" * 30
+OPEN_PATHS = {"/health", "/ready", "/metrics"}
+
+
+def _protected_requests(client: TestClient) -> list[tuple[str, str, dict[str, object] | None]]:
+    """One request per non-probe route the app declares (so a new route cannot slip by unprotected)."""
+    out: list[tuple[str, str, dict[str, object] | None]] = [("GET", "/openapi.json", None), ("GET", "/docs", None)]
+    for template, operations in client.app.openapi()["paths"].items():  # type: ignore[attr-defined]
+        if template in OPEN_PATHS:
+            continue
+        path = template.replace("{entity_id}", "u0000042")
+        for method in operations:
+            out.append((method.upper(), path, {"entity_ids": ["u0000042"]} if method == "post" else None))
+    assert len(out) >= 5
+    return out
+
+
+def test_without_a_configured_key_nothing_is_asked(make_client: AppFactory) -> None:
+    client = make_client()
+    assert client.get("/v1/model").status_code == 200
+    assert "securitySchemes" not in client.get("/openapi.json").json().get("components", {})
+
+
+def test_every_non_probe_endpoint_needs_the_key(make_client: AppFactory) -> None:
+    client = make_client(api_key=KEY)
+    for method, path, body in _protected_requests(client):
+        for headers in ({}, {"X-API-Key": "wrong"}, {"X-API-Key": KEY[:-1]}, {"X-API-Key": KEY + "x"}):
+            r = client.request(method, path, json=body, headers=headers)
+            assert r.status_code == 401, (method, path, headers, r.status_code)
+            assert r.json()["error"]["code"] == "unauthorized"
+            assert r.headers["www-authenticate"] == "X-API-Key"
+            assert KEY not in r.text
+        r = client.request(method, path, json=body, headers={"X-API-Key": KEY})
+        assert r.status_code != 401, (method, path)
+        assert r.status_code < 500, (method, path, r.text)
+
+
+def test_probes_and_metrics_stay_open_with_a_key(make_client: AppFactory) -> None:
+    client = make_client(api_key=KEY)
+    for path in sorted(OPEN_PATHS):
+        assert client.get(path).status_code == 200, path
+
+
+def test_the_spec_declares_the_key(make_client: AppFactory) -> None:
+    spec = make_client(api_key=KEY).get("/openapi.json", headers={"X-API-Key": KEY}).json()
+    assert spec["components"]["securitySchemes"]["ApiKey"] == {"type": "apiKey", "in": "header", "name": "X-API-Key"}
+    assert spec["paths"]["/v1/model"]["get"]["security"] == [{"ApiKey": []}]
+    assert "401" in spec["paths"]["/v1/predict"]["post"]["responses"]
+    assert "security" not in spec["paths"]["/health"]["get"]
+
+
+def test_the_key_can_come_from_a_secret_file(make_client: AppFactory, tmp_path: Path) -> None:
+    secret = tmp_path / "api-key"
+    secret.write_text(KEY + "\n")
+    client = make_client(api_key_file=str(secret))
+    assert client.get("/v1/model").status_code == 401
+    assert client.get("/v1/model", headers={"X-API-Key": KEY}).status_code == 200
+
+
+def test_an_empty_key_fails_at_start_up(tmp_path: Path) -> None:
+    (tmp_path / "empty").write_text("\n")
+    for settings in (ServingSettings(api_key=""), ServingSettings(api_key_file=tmp_path / "empty")):  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="empty"):
+            settings.resolved_api_key()
+
+
+def test_the_key_is_compared_in_constant_time(make_client: AppFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[bytes, bytes]] = []
+    real = hmac.compare_digest
+
+    def spy(a: bytes, b: bytes) -> bool:
+        calls.append((a, b))
+        return real(a, b)
+
+    monkeypatch.setattr(serving.security.hmac, "compare_digest", spy)
+    client = make_client(api_key=KEY)
+    assert client.get("/v1/model", headers={"X-API-Key": "nope"}).status_code == 401
+    assert client.get("/v1/model", headers={"X-API-Key": KEY}).status_code == 200
+    assert calls == [(b"nope", KEY.encode()), (KEY.encode(), KEY.encode())]
+
+
+def test_body_over_the_cap_is_413_declared_or_chunked(make_client: AppFactory) -> None:
+    client = make_client(max_body_bytes=2048, max_batch_size=1000)
+    ids = [f"u{i:07d}" for i in range(200)]  # ~2.4 kB as JSON
+    big = httpx.Request("POST", "http://x", json={"entity_ids": ids}).content
+    assert len(big) > 2048
+
+    r = client.post("/v1/predict", content=big, headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "body_too_large"
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: sent as Transfer-Encoding: chunked
+        for i in range(0, len(big), 500):
+            yield big[i : i + 500]
+
+    r = client.post("/v1/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "body_too_large"
+
+    small = httpx.Request("POST", "http://x", json={"entity_ids": ids[:50]}).content
+    r = client.post("/v1/predict", content=iter([small]), headers={"content-type": "application/json"})
+    assert r.status_code == 200
+    assert len(r.json()["predictions"]) == 50
+
+
+def test_chunked_body_over_the_cap_is_413_over_the_wire(
+    feature_env: FeatureEnv, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A real HTTP/1.1 chunked upload to uvicorn, no Content-Length, stopped at the cap."""
+    tmp = tmp_path_factory.mktemp("chunked")
+    model = register_model(feature_env, f"sqlite:///{tmp / 'mlflow.db'}")
+    env = api_environment(
+        feature_env, model.tracking_uri, model.name, feature_env.redis.connection, max_body_bytes="4096"
+    )
+    with running_api(env, tmp / "api", wait_path="/health") as api, httpx.Client(base_url=api.url("")) as c:
+        r = c.post("/v1/predict", content=(b'{"entity_ids": ["' + b"u" * 1000 for _ in range(50)))
+        assert r.status_code == 413
+        assert r.json()["error"]["code"] == "body_too_large"
+        assert "content-length" not in r.request.headers
+        assert c.get("/health").status_code == 200
+
+
+def test_batch_over_the_cap_is_422(make_client: AppFactory) -> None:
+    client = make_client(max_batch_size=5)
+    r = client.post("/v1/predict", json={"entity_ids": [f"u{i:07d}" for i in range(6)]})
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "batch_too_large"
+    assert client.post("/v1/predict", json={"entity_ids": [f"u{i:07d}" for i in range(5)]}).status_code == 200
+
+
+PASSWORD = "pw-Zq8" + "x" * 20 + "-never-shown"
+
+
+def test_redis_password_never_leaks(feature_env: FeatureEnv, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """A password-protected Redis, the password from a secret file; then the password changes under the
+    running API (every read fails with WRONGPASS) and a second API starts with a wrong one. The password
+    must not appear in logs, spans, any response body, /v1/model, /ready or /metrics."""
+    from observability.otlp_receiver import OtlpReceiver
+
+    tmp = tmp_path_factory.mktemp("secrets")
+    redis_proc = RedisProcess(port=free_port(), workdir=tmp / "redis").start()
+    receiver = OtlpReceiver().start()
+    bodies: list[str] = []
+    logs: list[str] = []
+    try:
+        copy_redis(feature_env.redis.client(), redis_proc.client())
+        admin = redis_proc.client()
+        admin.config_set("requirepass", PASSWORD)
+        admin = redis_proc.client()
+        admin.connection_pool.connection_kwargs["password"] = PASSWORD
+        secret = tmp / "redis-password"
+        secret.write_text(PASSWORD + "\n")
+        model = register_model(feature_env, f"sqlite:///{tmp / 'mlflow.db'}")
+        tracing = {"TRACE_EXPORT": "true", "LOG_LEVEL": "DEBUG"}
+        env = api_environment(
+            feature_env, model.tracking_uri, model.name, redis_proc.connection, redis_password_file=str(secret)
+        )
+        env.pop("SKEWLESS_FEAST_CONNECTION", None)  # the API derives it (with the password) itself
+        env.pop("OTEL_SDK_DISABLED")
+        env.update({f"SKEWLESS_{k}": v for k, v in tracing.items()})
+        env.update({"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
+
+        def exercise(url: str) -> None:
+            with httpx.Client(base_url=url, timeout=10) as c:
+                for method, path, body in [
+                    ("GET", "/v1/predict/u0000042", None),
+                    ("GET", "/v1/predict/u0000042?include_features=true", None),
+                    ("GET", "/v1/predict/u9999999", None),
+                    ("GET", "/v1/predict/bad id", None),
+                    ("POST", "/v1/predict", {"entity_ids": ["u0000001", "u0000002"]}),
+                    ("POST", "/v1/predict", {"entity_ids": "nope"}),
+                    ("GET", "/v1/model", None),
+                    ("GET", "/ready", None),
+                    ("GET", "/metrics", None),
+                    ("GET", "/openapi.json", None),
+                ]:
+                    r = c.request(method, path, json=body)
+                    bodies.append(f"{method} {path} {r.status_code} {r.headers} {r.text}")
+
+        with running_api(env, tmp / "api-good") as api:
+            exercise(api.url(""))
+            assert any(" 200 " in b and "/v1/model" in b for b in bodies), "the good API did not serve"
+            admin.config_set("requirepass", PASSWORD + "-rotated")
+            admin.client_kill_filter(_type="normal", skipme=True)  # drop the API's authenticated connections
+            exercise(api.url(""))
+            logs.append(api.logs())
+        assert any(" 503 " in b and "/v1/predict/u0000042" in b for b in bodies), "the wrong password never showed"
+
+        env["SKEWLESS_REDIS_PASSWORD"] = PASSWORD  # env var wins over the file; now wrong from the start
+        with running_api(env, tmp / "api-wrong", wait_path="/health") as api:
+            exercise(api.url(""))
+            logs.append(api.logs())
+        spans = receiver.spans()
+    finally:
+        receiver.stop()
+        redis_proc.kill()
+    assert any("WRONGPASS" in b or "Authentication" in b or "invalid" in b for b in bodies + logs)
+    attributes = [f"{s.name} {s.attributes} {s.resource} {s.events} {s.status}" for s in spans]
+    for where, texts in (("response", bodies), ("log", logs), ("span", attributes)):
+        leaked = [t[:300] for t in texts if PASSWORD in t or PASSWORD[:12] in t]
+        assert not leaked, f"the Redis password appears in a {where}: {leaked[:2]}"
+    print(f"\nsecrets: {len(bodies)} responses, {sum(len(x) for x in logs)} log chars, {len(spans)} spans checked")
