@@ -96,16 +96,16 @@ class PeakRSS:
         return self.peak / 2**20
 
 
-def run_measured(argv: Sequence[str], env: dict[str, str], cwd: Path | None = None) -> tuple[float, float]:
-    """Run a command to completion; return (seconds, peak RSS in MB). Raises on failure."""
+def run_measured(argv: Sequence[str], env: dict[str, str], cwd: Path | None = None) -> tuple[float, float, str]:
+    """Run a command to completion; return (seconds, peak RSS in MB, its stdout). Raises on failure."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, cwd=cwd)
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, text=True)
     rss = PeakRSS(proc.pid)
-    rc = proc.wait()
+    out, _ = proc.communicate()
     mb = rss.stop()
-    if rc != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited {rc}")
-    return time.perf_counter() - t0, mb
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}")
+    return time.perf_counter() - t0, mb, out
 
 
 def stop(proc: subprocess.Popen[bytes]) -> None:

@@ -17,6 +17,7 @@ from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler
 
 from observability.settings import TelemetrySettings
 from observability.slow_traces import KeepSlowTraces, RecordAlwaysSampler
@@ -68,7 +69,9 @@ def setup_tracing(default_service: str, settings: TelemetrySettings) -> TracerPr
     if _provider is not None:
         return _provider
     exporter = _exporter() if settings.trace_export else None
-    sampler = None  # None: the SDK builds it from OTEL_TRACES_SAMPLER(_ARG)
+    # None: the SDK builds it from OTEL_TRACES_SAMPLER(_ARG). Without an exporter nothing would
+    # read a recorded span, so record none; spans still get trace ids for logs and headers.
+    sampler: Sampler | None = None if exporter else ALWAYS_OFF
     processor: SpanProcessor | None = None
     if exporter is not None:
         if settings.keep_slow_traces:

@@ -20,7 +20,10 @@ from feast import FeatureService, FeatureStore
 from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.types import Bool, Float32, Float64, Int32, Int64
+from redis.asyncio.connection import Connection as AsyncConnection
+from redis.connection import HiredisRespSerializer  # type: ignore[attr-defined]  # stubs predate it
 from redis.exceptions import RedisError, ResponseError
+from redis.utils import HIREDIS_AVAILABLE
 
 from feature_repo.contract import Contract
 
@@ -217,6 +220,19 @@ def _drop_stale(
                 rows[i][c] = values[k]
 
 
+class _HiredisPackedConnection(AsyncConnection):
+    """redis-py's asyncio connection, packing commands in C with the serializer its sync connection uses.
+
+    The asyncio connection packs in Python: for a batch of 100 HMGETs of 21 fields that was the
+    largest single cost of the request.
+    """
+
+    _packer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        return self._packer.pack(*args)
+
+
 class OnlineFeatures:
     """Reads a plan's features for some entities in one pipelined Redis round trip.
 
@@ -251,7 +267,15 @@ class OnlineFeatures:
             # (with hiredis) reconnects by itself after a Redis restart.
             conn = getattr(store.config.online_store, "connection_string", "")
             nodes, params = RedisOnlineStore._parse_connection_string(conn)
-            if nodes:
+            if nodes and HIREDIS_AVAILABLE and not params.get("ssl"):  # redis-py's own test for its C packer
+                pool = aioredis.ConnectionPool(
+                    connection_class=_HiredisPackedConnection,
+                    host=nodes[0]["host"],
+                    port=int(nodes[0]["port"]),
+                    **params,
+                )
+                self._redis = aioredis.Redis.from_pool(pool)  # type: ignore[attr-defined]  # owns the pool; stubs predate it
+            elif nodes:
                 self._redis = aioredis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **params)
 
     async def close(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter as Tally
 from collections.abc import Sequence
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -71,11 +72,11 @@ class Metrics:
             self.model_version.set(int(version))
 
     def observe_rows(self, missing: Sequence[str], stale: Sequence[str]) -> None:
-        """Count one row's missing and stale features."""
-        for f in missing:
-            self.missing_features.labels(f).inc()
-        for f in stale:
-            self.stale_features.labels(f).inc()
+        """Count missing and stale features, of one row or of a whole request (one label lookup each)."""
+        for f, n in Tally(missing).items():
+            self.missing_features.labels(f).inc(n)
+        for f, n in Tally(stale).items():
+            self.stale_features.labels(f).inc(n)
 
 
 class RequestTimer:

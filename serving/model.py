@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -99,7 +101,41 @@ def _native_booster(model_dir: Path) -> lightgbm.Booster:
         raise ModelRefusedError(
             f"not LightGBM's native format ({model_class or '?'}, {data or '?'}); refusing to unpickle"
         )
-    return lightgbm.Booster(model_file=str(model_dir / data))
+    raw = (model_dir / data).read_bytes()
+    # LightGBM's file parser never returns on a NUL byte (4.x: the load hangs forever, and with
+    # it start-up or the reload thread), so bytes that are not a text model are refused first.
+    if b"\x00" in raw:
+        raise ModelRefusedError(f"corrupt model file {data}: not a text model (NUL byte)")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ModelRefusedError(f"corrupt model file {data}: not UTF-8 text ({e.reason})") from e
+    _parse_in_child(data, text)
+    return lightgbm.Booster(model_str=text)
+
+
+# LightGBM's parser is not safe on damaged input: a model cut short crashes the process with
+# SIGSEGV. So a throwaway process parses it first; the same text then loads the same way here.
+_PARSE_CHECK = "import sys, lightgbm; lightgbm.Booster(model_str=sys.stdin.read())"
+PARSE_TIMEOUT_S = 60.0
+
+
+def _parse_in_child(name: str, text: str) -> None:
+    """ModelRefusedError unless a child process parses ``text`` as a LightGBM model."""
+    try:
+        proc = subprocess.run(  # noqa: S603  # nosec B603 - fixed argv, our own interpreter
+            [sys.executable, "-c", _PARSE_CHECK],
+            input=text.encode(),
+            capture_output=True,
+            timeout=PARSE_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as e:
+        raise ModelRefusedError(f"corrupt model file {name}: parsing did not finish in {PARSE_TIMEOUT_S:.0f} s") from e
+    if proc.returncode != 0:
+        lines = proc.stderr.decode(errors="replace").strip().splitlines()
+        why = lines[-1][:300] if lines else f"parser exited with {proc.returncode}"
+        raise ModelRefusedError(f"corrupt model file {name}: {why}")
 
 
 def load_version(client: MlflowClient, store: FeatureStore, mv: ModelVersion, alias: str) -> ServedModel:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -90,14 +91,20 @@ async def predict(
             scores = dict(zip(scorable, model.predict(matrix).tolist(), strict=True))
         m.inference_seconds.observe(time.perf_counter() - t1)
     out = []
+    missing: list[str] = []
+    stale: list[str] = []
     for i, r in enumerate(rows):
-        m.predictions.labels(status[i]).inc()
         if status[i] == "not_found":
             out.append(_prediction(model, r, "not_found", None, include_features))
             continue
-        m.observe_rows(r.missing, r.stale)
+        missing += r.missing
+        stale += r.stale
         score = scores.get(i)
         if score is not None:
             m.score.observe(score)
         out.append(_prediction(model, r, status[i], score, include_features))
+    # Counted once per request and label, not once per row: a batch's label lookups dominated it.
+    for label, n in Counter(status).items():
+        m.predictions.labels(label).inc(n)
+    m.observe_rows(missing, stale)
     return out

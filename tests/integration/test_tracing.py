@@ -18,7 +18,7 @@ import pytest
 from feature_repo.settings import PROJECT_ROOT
 from observability.otlp_receiver import OtlpReceiver, ReceivedSpan
 from tests.conftest import FeatureEnv
-from tests.integration.conftest import MODEL_NAME, Registry
+from tests.integration.conftest import MODEL_NAME, AppFactory, Registry
 from tests.support import ApiServer, free_port
 
 pytestmark = pytest.mark.integration
@@ -244,3 +244,15 @@ def test_pipeline_commands_are_traced_and_continue_a_given_traceparent(
     spans = trace_of(receiver, trace_id, {"validate", "materialize"})
     assert spans["validate"].parent_span_id == parent and spans["materialize"].parent_span_id == parent
     assert spans["validate"].attributes["skewless.failures"] == 0
+
+
+def test_without_export_requests_still_get_trace_ids_and_continue_the_caller(make_client: AppFactory) -> None:
+    # The embedded default: nothing is exported or instrumented, yet ids correlate logs and callers.
+    client = make_client()
+    first = client.get(f"/v1/predict/{USER}").headers["x-trace-id"]
+    second = client.get(f"/v1/predict/{USER}").headers["x-trace-id"]
+    assert len(first) == 32 and int(first, 16) and first != second
+    given = "4bf92f3577b34da6a3ce929d0e0e4736"
+    r = client.get(f"/v1/predict/{USER}", headers={"traceparent": f"00-{given}-00f067aa0ba902b7-01"})
+    assert r.status_code == 200 and r.headers["x-trace-id"] == given
+    assert "x-trace-id" not in client.get("/health").headers
