@@ -53,7 +53,7 @@ pipeline: ## data -> validate -> apply -> materialize -> train
 	@$(MAKE) --no-print-directory data validate apply materialize train
 
 serve: redis-up ## Serve the champion model on 127.0.0.1:$(PORT)
-	@$(WITH_ENV) $(VENV)/bin/uvicorn serving.app:create_app --factory --host 127.0.0.1 --port $(PORT) --no-access-log
+	@$(WITH_ENV) $(PY) -O -m serving.server --host 127.0.0.1 --port $(PORT) --log-level info
 
 demo: ## The whole job end to end, then serve: make demo USERS=10000 PORT=8000
 	@$(MAKE) --no-print-directory pipeline

@@ -87,9 +87,9 @@ def _step(name: str, argv: list[str], env: dict[str, str]) -> dict[str, float]:
     console.print(f"  {secs:.1f}s, peak RSS {mb:.0f} MB")
     step = {"seconds": secs, "peak_rss_mb": mb}
     # The pipeline CLIs print their own duration (without interpreter start and imports).
-    inner = re.search(r" in ([0-9.]+)s$", out.strip().splitlines()[-1] if out.strip() else "")
+    inner = re.findall(r" in ([0-9.]+)s\s*$", out, re.M)
     if inner:
-        step["in_process_seconds"] = float(inner.group(1))
+        step["in_process_seconds"] = float(inner[-1])
     return step
 
 
@@ -127,6 +127,9 @@ def main(
                 "generate", [py, "-m", "feature_repo.datagen.generate", "--out", str(data), "--users", str(users)], env
             )
         steps["validate"] = _step("validate", [py, "-m", "feature_repo.pipeline.cli", "validate"], env)
+        # Redis is new on every run, so the registry must not remember earlier materializations:
+        # a reused one would make the incremental run write nothing.
+        (data / "registry.db").unlink(missing_ok=True)
         steps["apply"] = _step("apply", [py, "-m", "feature_repo.pipeline.cli", "apply"], env)
         steps["materialize"] = _step("materialize", [py, "-m", "feature_repo.pipeline.cli", "materialize"], env)
         rows = int(

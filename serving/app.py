@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -95,6 +96,10 @@ def create_app(
         outcome = await asyncio.to_thread(reloader.poll_once)
         log.info("start-up model load: %s", outcome)
         await _warm_up(state)
+        # Start-up objects (Feast, MLflow, pandas, the model) live as long as the process. Frozen,
+        # a full garbage collection no longer walks them: unfrozen it took ~140 ms, long enough to
+        # stall /health past 50 ms when a Redis fault churned out exceptions.
+        gc.freeze()
         poller = asyncio.create_task(reloader.run(), name="model-poller")
         try:
             yield
@@ -106,7 +111,10 @@ def create_app(
             await state.online.close()
             await store.close()
 
+    from serving.telemetry import fastapi_telemetry, instrument
+
     app = FastAPI(
+        telemetry=fastapi_telemetry(telemetry),
         title="skewless",
         summary="Churn scores from Feast online features, with the model's feature contract enforced.",
         version="1",
@@ -114,7 +122,6 @@ def create_app(
         default_response_class=OrjsonResponse,
     )
     from serving.routes import health, model, predict
-    from serving.telemetry import instrument
 
     install_error_handlers(app)
     app.include_router(predict.router)

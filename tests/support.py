@@ -96,7 +96,7 @@ def redis_digest(client: redis.Redis) -> str:
 
 @dataclass
 class ApiServer:
-    """The API as a real uvicorn process (as `make serve` runs it), its stderr kept in a file."""
+    """The API as a real server process (as `make serve` runs it), its output kept in a file."""
 
     env: dict[str, str]
     workdir: Path
@@ -110,8 +110,8 @@ class ApiServer:
         self.port = self.port or free_port()
         self.workdir.mkdir(parents=True, exist_ok=True)
         root = Path(__file__).resolve().parent.parent
-        argv = [sys.executable, "-m", "uvicorn", "serving.app:create_app", "--factory"]
-        argv += ["--host", "127.0.0.1", "--port", str(self.port), "--no-access-log"]
+        # The production entry point, as the image and `make serve` run it.
+        argv = [sys.executable, "-O", "-m", "serving.server", "--host", "127.0.0.1", "--port", str(self.port)]
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(argv, env=self.env, cwd=root, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + timeout

@@ -1,28 +1,23 @@
-"""Fault fixtures: a small model registered in a private MLflow, and where the figures go.
-
-The model is a LightGBM booster fitted in a second on synthetic rows with the contract's
-columns: fault tests judge answers against what the healthy service said, so they need a
-model the service accepts, not a good one. It keeps them independent of the training run.
-"""
+"""Fault fixtures: a small model registered in a private MLflow (tests/fault/register.py), and where
+the figures go. Independent of the training run, so fault tests need no trained champion."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-import lightgbm
-import mlflow
-import numpy as np
-import pandas as pd
 import pytest
-from mlflow import MlflowClient
 
-from feature_repo.contract import contract_for
+from feature_repo.settings import PROJECT_ROOT
+from feature_repo.store import feast_env
 from tests.conftest import FeatureEnv
+from tests.fault.register import PRIOR
 
 FAULT_MODEL = "churn_fault"
-PRIOR = 0.25
 
 
 @dataclass(frozen=True)
@@ -34,31 +29,28 @@ class FaultModel:
     prior: float
 
 
-def register_model(store_env: FeatureEnv, tracking_uri: str, name: str = FAULT_MODEL) -> FaultModel:
-    """Fit a booster on the contract's columns and register it as ``name@champion`` with contract tags."""
-    contract = contract_for(store_env.store, "churn_v1")
-    rng = np.random.default_rng(7)
-    x = pd.DataFrame(rng.normal(size=(400, len(contract.feature_names))), columns=list(contract.feature_names))
-    y = (x.iloc[:, 0] + 0.5 * x.iloc[:, -1] > 0).astype(int)
-    booster = lightgbm.train({"objective": "binary", "verbose": -1, "num_leaves": 7}, lightgbm.Dataset(x, y), 20)
-    # MLflow's fluent API is process-global; restore it so other tests keep their registry.
-    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
-    try:
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
-        experiment = MlflowClient(tracking_uri, tracking_uri).create_experiment(f"fault-tests-{name}")
-        with mlflow.start_run(experiment_id=experiment, run_name=name):
-            info = mlflow.lightgbm.log_model(
-                booster, name="model", registered_model_name=name, pip_requirements=["lightgbm"]
-            )
-    finally:
-        mlflow.set_tracking_uri(before[0])
-        mlflow.set_registry_uri(before[1])
-    client = MlflowClient(tracking_uri, tracking_uri)
-    version = str(info.registered_model_version)
-    for key, value in {**contract.to_tags(), "skewless.prior": repr(PRIOR)}.items():
-        client.set_model_version_tag(name, version, key, value)
-    client.set_registered_model_alias(name, "champion", version)
+def register_model(env: FeatureEnv, tracking_uri: str, name: str = FAULT_MODEL) -> FaultModel:
+    """Register a small accepted model as ``name@champion`` in ``tracking_uri`` (in a child process)."""
+    child_env = {k: v for k, v in os.environ.items() if not k.startswith(("SKEWLESS_", "MLFLOW_", "OTEL_"))}
+    child_env.update(feast_env(env.settings))
+    child_env.update(
+        {
+            "SKEWLESS_DATA_DIR": str(env.data_dir),
+            "SKEWLESS_FEAST_REGISTRY": env.settings.feast_registry,
+            "SKEWLESS_REDIS_CONNECTION": env.settings.redis_connection,
+            "OTEL_SDK_DISABLED": "true",
+        }
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "tests.fault.register", tracking_uri, name],
+        cwd=PROJECT_ROOT,
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert proc.returncode == 0, f"registering the fault model failed:\n{proc.stdout}\n{proc.stderr}"
     return FaultModel(name, tracking_uri, PRIOR)
 
 

@@ -15,7 +15,7 @@ from serving.settings import ServingSettings
 from tests.conftest import FeatureEnv
 from tests.fault.conftest import register_model
 from tests.fault.harness import api_environment, copy_redis, running_api
-from tests.integration.conftest import AppFactory
+from tests.integration.conftest import MODEL_NAME, AppFactory, Registry
 from tests.support import RedisProcess, free_port
 
 pytestmark = pytest.mark.integration
@@ -222,3 +222,60 @@ def test_redis_password_never_leaks(feature_env: FeatureEnv, tmp_path_factory: p
         leaked = [t[:300] for t in texts if PASSWORD in t or PASSWORD[:12] in t]
         assert not leaked, f"the Redis password appears in a {where}: {leaked[:2]}"
     print(f"\nsecrets: {len(bodies)} responses, {sum(len(x) for x in logs)} log chars, {len(spans)} spans checked")
+
+
+def test_redis_tls_comes_through_the_connection_string(
+    feature_env: FeatureEnv, registry: Registry, tmp_path: Path
+) -> None:
+    """A TLS-only redis-server: with `ssl=true,ssl_ca_certs=...` the API reads features over TLS;
+    the same address without `ssl=true` is not ready."""
+    import shutil
+    import subprocess
+    import time
+
+    import redis
+
+    from feature_repo.settings import FeastSettings
+    from serving.app import create_app
+
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    req = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(cert)]
+    subprocess.run(
+        [*req, "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    binary = shutil.which("redis-server")
+    assert binary
+    plain = [binary, "--port", "0", "--bind", "127.0.0.1", "--save", "", "--dir", str(tmp_path)]
+    tls_files = ["--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file", str(cert)]
+    server = subprocess.Popen(
+        [*plain, "--tls-port", str(port), *tls_files, "--tls-auth-clients", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        tls = redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=str(cert), socket_timeout=2)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                tls.ping()
+                break
+            except redis.RedisError:
+                assert time.monotonic() < deadline, "TLS redis-server did not start"
+                time.sleep(0.05)
+        copy_redis(feature_env.redis.client(), tls)
+        settings = ServingSettings(mlflow_tracking_uri=registry.tracking_uri, model_name=MODEL_NAME)
+        for connection, ready in ((f"127.0.0.1:{port},ssl=true,ssl_ca_certs={cert}", 200), (f"127.0.0.1:{port}", 503)):
+            feast: FeastSettings = feature_env.settings.model_copy(update={"redis_connection": connection})
+            with TestClient(create_app(settings, feast), raise_server_exceptions=False) as client:
+                assert client.get("/ready").status_code == ready, (connection, client.get("/ready").text)
+                r = client.get("/v1/predict/u0000042")
+                if ready == 200:
+                    assert r.status_code == 200 and r.json()["status"] == "ok", r.text
+                else:
+                    assert r.status_code == 503, r.text
+    finally:
+        server.kill()
+        server.wait(5)

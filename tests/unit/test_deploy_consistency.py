@@ -71,7 +71,7 @@ def test_healthcheck_and_cmd_agree_with_the_app() -> None:
     assert m and int(m[1]) == API_PORT and m[2] in app_paths()
     assert f"EXPOSE {API_PORT}" in stage
     cmd = next(i for i in stage if i.upper().startswith("CMD "))
-    assert f'"--port", "{API_PORT}"' in cmd and '"serving.app:create_app", "--factory"' in cmd
+    assert f'"--port", "{API_PORT}"' in cmd and '"-m", "serving.server"' in cmd
 
 
 def test_app_serves_the_probe_and_metrics_paths() -> None:

@@ -83,7 +83,8 @@ def test_the_image_writes_only_under_tmp() -> None:
     runs = " ".join(i for i in dockerfile_stages()[-1] if i.upper().startswith("RUN "))
     assert "compileall" in runs, "bytecode is compiled at build time, never written at run time"
     cmd = next(i for i in dockerfile_stages()[-1] if i.upper().startswith("CMD "))
-    assert '"--app-dir", "/app"' in cmd, "uvicorn would otherwise put the working directory on sys.path"
+    assert '"-m", "serving.server"' in cmd and "--app-dir" not in cmd, "the code is found through PYTHONPATH only"
+    assert env.get("PYTHONPATH") == "/app"
 
 
 def test_compose_app_containers_are_read_only_with_writable_mounts() -> None:
