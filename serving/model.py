@@ -116,7 +116,11 @@ def _native_booster(model_dir: Path) -> lightgbm.Booster:
 
 # LightGBM's parser is not safe on damaged input: a model cut short crashes the process with
 # SIGSEGV. So a throwaway process parses it first; the same text then loads the same way here.
-_PARSE_CHECK = "import sys, lightgbm; lightgbm.Booster(model_str=sys.stdin.read())"
+# sklearn blocked as in serving.server: LightGBM imports it (and SciPy) only for wrappers we never
+# use, and that import was most of the child's start-up.
+_PARSE_CHECK = (
+    "import sys; sys.modules['sklearn'] = None; import lightgbm; lightgbm.Booster(model_str=sys.stdin.read())"
+)
 PARSE_TIMEOUT_S = 60.0
 
 
