@@ -91,22 +91,24 @@ def create_app(
             clock=clock or time.time,
         )
         app.state.skewless = state
-        await store.initialize()
-        # The first load is awaited so a started server has a model (or a reason in /ready).
-        outcome = await asyncio.to_thread(reloader.poll_once)
-        log.info("start-up model load: %s", outcome)
-        await _warm_up(state)
-        # Start-up objects (Feast, MLflow, pandas, the model) live as long as the process. Frozen,
-        # a full garbage collection no longer walks them: unfrozen it took ~140 ms, long enough to
-        # stall /health past 50 ms when a Redis fault churned out exceptions.
-        gc.freeze()
-        poller = asyncio.create_task(reloader.run(), name="model-poller")
-        try:
+        poller: asyncio.Task[None] | None = None
+        try:  # from here on, a failed start-up still closes what it opened
+            await store.initialize()
+            # The first load is awaited so a started server has a model (or a reason in /ready).
+            outcome = await asyncio.to_thread(reloader.poll_once)
+            log.info("start-up model load: %s", outcome)
+            await _warm_up(state)
+            # Start-up objects (Feast, MLflow, pandas, the model) live as long as the process. Frozen,
+            # a full garbage collection no longer walks them: unfrozen it took ~140 ms, long enough to
+            # stall /health past 50 ms when a Redis fault churned out exceptions.
+            gc.freeze()
+            poller = asyncio.create_task(reloader.run(), name="model-poller")
             yield
         finally:
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+            if poller is not None:
+                poller.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await poller
             await state.ping.aclose()  # type: ignore[attr-defined]  # stubs predate redis 5
             await state.online.close()
             await store.close()
@@ -127,15 +129,16 @@ def create_app(
     app.include_router(predict.router)
     app.include_router(model.router)
     app.include_router(health.router)
-    # Added innermost first: timer -> load shedding -> API key -> body cap -> app, so the cheapest
-    # refusals happen first and the timer still counts every refused request.
+    # Added innermost first, so requests meet: timer -> API key -> load shedding -> body cap -> app.
+    # The timer counts every refusal; callers without the key never take an in-flight slot that
+    # keyed callers need; the body is read only once a slot is held.
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     document_limits(app)
+    app.add_middleware(ConcurrencyLimit, max_in_flight=settings.max_in_flight)
     api_key = settings.resolved_api_key()
     if api_key:
         app.add_middleware(ApiKeyAuth, key=api_key)
         document_api_key(app)
-    app.add_middleware(ConcurrencyLimit, max_in_flight=settings.max_in_flight)
     app.add_middleware(RequestTimer, metrics=metrics)
     instrument(app, telemetry)  # last: its middleware sits inside the server span, outside ours
     return app

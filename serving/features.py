@@ -280,8 +280,11 @@ class OnlineFeatures:
 
     async def close(self) -> None:
         """Stop pending checks and close the direct reader's connections."""
-        for task in list(self._checks.values()):
+        tasks = list(self._checks.values())
+        for task in tasks:
             task.cancel()
+        # Wait for them to unwind before their connection pool goes away.
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self._redis is not None:
             await self._redis.aclose()  # type: ignore[attr-defined]  # stubs predate redis 5
 
@@ -332,7 +335,7 @@ class OnlineFeatures:
             try:
                 await self.prepare(plan)
             except Exception as e:  # Redis down or slow: the SDK keeps serving; retried a little later
-                self._retry_at = {key: time.monotonic() + CHECK_RETRY_S}
+                self._retry_at[key] = time.monotonic() + CHECK_RETRY_S
                 log.warning("direct reader check for %s postponed: %s: %s", plan.service.name, type(e).__name__, e)
             finally:
                 self._checks.pop(key, None)

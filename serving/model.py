@@ -130,6 +130,8 @@ def _parse_in_child(name: str, text: str) -> None:
         proc = subprocess.run(  # noqa: S603  # nosec B603 - fixed argv, our own interpreter
             [sys.executable, "-c", _PARSE_CHECK],
             input=text.encode(),
+            # Only what Python needs: the parent's env holds the Redis password and the API key.
+            env={k: v for k, v in os.environ.items() if k in ("PATH", "PYTHONPATH", "LANG", "LC_ALL", "HOME")},
             capture_output=True,
             timeout=PARSE_TIMEOUT_S,
             check=False,

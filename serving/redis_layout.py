@@ -180,6 +180,10 @@ class RedisLayout:
                     row[c] = x
 
 
+class NothingStoredError(LookupError):
+    """Redis holds no entity of the service yet, so the direct reader cannot be compared with Feast."""
+
+
 SdkRows = Callable[[list[str], float], Awaitable[list[EntityFeatures]]]
 
 
@@ -204,7 +208,8 @@ async def canary_mismatch(
     The key is found by scanning Redis, decoded with Feast's ``deserialize_entity_key``, re-derived
     with ``layout.key`` and must come out byte for byte; then the entity (and an absent one) is read
     both ways, now and with the clock past every TTL, and the rows must be identical.
-    With nothing stored yet there is no key to compare, so only the static checks stand.
+    With nothing stored yet there is no key to compare: NothingStoredError, and the caller
+    keeps Feast's SDK serving and checks again later.
     """
     prefix = serialize_entity_key_prefix([layout.plan.entity_key])
     project = layout.project
@@ -216,7 +221,7 @@ async def canary_mismatch(
         if found is not None or cursor == 0:
             break
     if found is None:
-        return None
+        raise NothingStoredError(f"no stored {layout.plan.entity_key} key found to compare the readers on yet")
     ek = deserialize_entity_key(found[: -len(project)], entity_key_serialization_version=3)
     entity_id = ek.entity_values[0].string_val
     if layout.key(entity_id) != found:

@@ -25,7 +25,7 @@ from feature_repo.settings import FeastSettings, get_feast_settings
 from serving.app import create_app
 from serving.settings import ServingSettings
 from tests.conftest import FeatureEnv, build_feature_env
-from tests.integration.conftest import MODEL_NAME, Registry
+from tests.integration.conftest import MODEL_NAME, Registry, wait_for
 from tests.support import RedisProcess, free_port
 from tests.unit.test_deploy_support import compose
 
@@ -186,7 +186,8 @@ def test_the_api_serves_as_the_read_only_user(acl_stack: AclStack, registry: Reg
             assert "ok" in statuses and "degraded" not in statuses, statuses
             # The direct reader's start-up check (SCAN + HMGET) passed under the read-only user too.
             state = client.app.state.skewless  # type: ignore[attr-defined]
-            assert state.online.path(state.holder.current.plan) == "direct"
+            plan = state.holder.current.plan
+            assert wait_for(lambda: state.online.path(plan) == "direct", timeout=30), state.online.path(plan)
     finally:
         os.environ.clear()
         os.environ.update(saved)

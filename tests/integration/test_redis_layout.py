@@ -90,7 +90,7 @@ def test_fetch_switches_to_the_direct_reader_once_the_check_passes(feature_env: 
         try:
             paths = [online.path(plan)]
             first = await online.fetch(plan, ids, time.time())  # served by the SDK; starts the check
-            for _ in range(200):  # the check runs beside the requests
+            for _ in range(3000):  # the check runs beside the requests (30 s at most)
                 if online.path(plan) != "unchecked":
                     break
                 await asyncio.sleep(0.01)

@@ -12,7 +12,7 @@ import pytest
 
 from feature_repo.contract import Contract
 from tests.conftest import FeatureEnv
-from tests.integration.conftest import MODEL_NAME, AppFactory, Registry
+from tests.integration.conftest import MODEL_NAME, AppFactory, Registry, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -30,12 +30,19 @@ def _same(a: object, b: object) -> bool:
 # Materialization only loads rows younger than each view's TTL, so at "now" nothing online is
 # stale yet. Three days later the activity views are (TTL 2 days) while billing is not: there
 # serving must null them and have Feast re-run the on-demand view, exactly as offline does.
+# Both readers: Feast's SDK, and the direct reader of Feast's Redis layout (waited for until its
+# start-up check has switched serving over to it).
+@pytest.mark.parametrize("reader", ["sdk", "direct"])
 @pytest.mark.parametrize("days_later", [0, 3], ids=["now", "3-days-later"])
 def test_served_features_and_scores_equal_offline_point_in_time(
-    feature_env: FeatureEnv, registry: Registry, make_client: AppFactory, days_later: int
+    feature_env: FeatureEnv, registry: Registry, make_client: AppFactory, days_later: int, reader: str
 ) -> None:
     now = time.time() + days_later * 86400
-    client = make_client(clock=lambda: now)  # serving and the offline query share one instant
+    # Serving and the offline query share one instant.
+    client = make_client(clock=lambda: now, feature_reader="sdk" if reader == "sdk" else "auto")
+    state = client.app.state.skewless  # type: ignore[attr-defined]
+    model = state.holder.current
+    assert wait_for(lambda: state.online.path(model.plan) == reader, timeout=30), state.online.path(model.plan)
     users = sorted(pd.read_parquet(feature_env.data_dir / "users.parquet")["user_id"].unique())
     assert len(users) >= 200
 

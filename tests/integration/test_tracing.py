@@ -138,7 +138,10 @@ def test_batch_and_errors_carry_trace_ids_and_probes_are_not_traced(api: ApiServ
     status, headers, _ = get(api.url("/health"))
     assert status == 200 and "x-trace-id" not in headers
     get(api.url("/ready"))
-    time.sleep(0.3)  # two export intervals
+    get(api.url("/metrics"))
+    # A traced request after the probes: once it has arrived, so would any probe span before it.
+    _, headers, _ = get(api.url(f"/v1/predict/{USER}"))
+    trace_of(receiver, headers["x-trace-id"], {"feature_retrieval"})
     routes = {s.attributes.get("http.route") for s in receiver.spans()}
     assert not routes & {"/health", "/ready", "/metrics"}
 
@@ -188,17 +191,16 @@ def test_a_dead_collector_blocks_nothing(api_env: dict[str, str], tmp_path: Path
     dead = f"http://127.0.0.1:{free_port()}"
     server = ApiServer(traced_env(api_env, dead), tmp_path).start("/ready")
     try:
-        worst = 0.0
+        took: list[float] = []
         for _ in range(50):
             t0 = time.perf_counter()
             status, headers, _ = get(server.url(f"/v1/predict/{USER}"))
-            worst = max(worst, time.perf_counter() - t0)
+            took.append(time.perf_counter() - t0)
             assert status == 200 and "x-trace-id" in headers
-        time.sleep(0.3)  # let the exporter fail a few times in the background
-        t0 = time.perf_counter()
-        status, _, _ = get(server.url(f"/v1/predict/{USER}"))
-        assert status == 200 and time.perf_counter() - t0 < 0.2
-        assert worst < 0.2, f"a request took {worst * 1000:.0f} ms with the collector down"
+            time.sleep(0.01)  # spread over several export attempts
+        # A blocking exporter shows up as seconds (its timeout), not as scheduling noise.
+        assert sorted(took)[len(took) // 2] < 0.1, f"median {sorted(took)[len(took) // 2] * 1000:.0f} ms"
+        assert max(took) < 1.0, f"a request took {max(took) * 1000:.0f} ms with the collector down"
     finally:
         took = server.stop()
     assert took < 10, f"shutdown took {took:.1f}s with the collector down"
