@@ -32,6 +32,9 @@ class FeastSettings(BaseSettings):
     redis_password: SecretStr | None = Field(None, description="Redis password; never logged.")
     redis_password_file: Path | None = Field(None, description="File holding the Redis password.")
     redis_socket_timeout: float = Field(5.0, gt=0, le=300, description="Seconds before a Redis call fails.")
+    materialize_chunk_rows: int = Field(
+        20_000, ge=1, le=1_000_000, description="Entities per Redis pipeline when materializing (bounds memory)."
+    )
 
     @field_validator("redis_connection")
     @classmethod

@@ -34,7 +34,7 @@ def materialize(store: FeatureStore, settings: FeastSettings, end: datetime | No
     end = end or datetime.now(UTC)
     why_not = writer.supported(store)
     if why_not is None:
-        written = writer.materialize_incremental(store, end)
+        written = writer.materialize_incremental(store, end, settings.materialize_chunk_rows)
         log.info("materialized with the column-wise writer: %s rows per view", written)
     else:
         log.info("materialized through Feast's own writer: %s", why_not)

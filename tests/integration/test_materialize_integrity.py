@@ -46,7 +46,14 @@ def test_a_run_killed_part_way_then_rerun_ends_identical_to_a_clean_run(
     feature_env: FeatureEnv, tmp_path: Path
 ) -> None:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SKEWLESS_", "OTEL_"))}
-    base.update({"SKEWLESS_DATA_DIR": str(feature_env.data_dir), "OTEL_SDK_DISABLED": "true"})
+    # Small chunks: many pipelines, so "half-way" falls between two of them, not inside one burst.
+    base.update(
+        {
+            "SKEWLESS_DATA_DIR": str(feature_env.data_dir),
+            "OTEL_SDK_DISABLED": "true",
+            "SKEWLESS_MATERIALIZE_CHUNK_ROWS": "20",
+        }
+    )
     clean = RedisProcess(port=free_port(), workdir=tmp_path / "clean").start()
     killed = RedisProcess(port=free_port(), workdir=tmp_path / "killed").start()
     try:
