@@ -179,11 +179,21 @@ def write_batch(client: redis.Redis, project: str, fv: FeatureView, batch: pa.Re
     return written
 
 
-def _start(fv: FeatureView) -> datetime:
-    """Where Feast's incremental run starts for ``fv``: the last recorded end, else now - ttl."""
+# Feast's own first-run window for a view without a TTL.
+FIRST_RUN_WITHOUT_TTL = timedelta(weeks=52)
+
+
+def _start(fv: FeatureView, end: datetime) -> datetime:
+    """Where an incremental run starts for ``fv``: the last recorded end; on a first run, ttl before ``end``.
+
+    Feast's own first run starts ttl before *now*. Anchored on ``end`` instead, a run is
+    repeatable: re-run with the same end (after a crash, say), it covers exactly the same window,
+    whatever the clock says. With the default end, now, the two agree.
+    """
     if fv.most_recent_end_time is not None:
         return make_tzaware(fv.most_recent_end_time)
-    return make_tzaware(_utc_now() - (fv.ttl or timedelta(0)))
+    ttl = fv.ttl if fv.ttl and fv.ttl.total_seconds() > 0 else FIRST_RUN_WITHOUT_TTL
+    return min(end, make_tzaware(_utc_now())) - ttl
 
 
 def materialize_incremental(store: FeatureStore, end: datetime, chunk_rows: int = 20_000) -> dict[str, int]:
@@ -199,7 +209,7 @@ def materialize_incremental(store: FeatureStore, end: datetime, chunk_rows: int 
     groups: dict[tuple[Any, ...], list[tuple[FeatureView, datetime]]] = {}
     for fv in store.list_feature_views():
         if fv.online:
-            source, start = fv.batch_source, _start(fv)
+            source, start = fv.batch_source, _start(fv, end)
             assert source is not None  # checked by supported()
             join = tuple(e.name for e in fv.entity_columns)
             groups.setdefault((source.name, getattr(source, "path", None), join, start), []).append((fv, start))

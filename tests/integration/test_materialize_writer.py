@@ -55,8 +55,15 @@ def test_writer_leaves_redis_identical_to_feast(tmp_path: Path, two_redis: tuple
     # Two incremental runs: the second starts where the first ended and overwrites older rows,
     # which exercises the skip-if-not-newer rule against what the first run stored.
     now = pd.Timestamp.now(tz="UTC").to_pydatetime()
-    for run_end in (now - timedelta(days=1), now):
-        feast_store.materialize_incremental(end_date=run_end)
+    for first, run_end in ((True, now - timedelta(days=1)), (False, now)):
+        if first:
+            # The writer's first window ends at run_end and starts one TTL before it (Feast's own
+            # first incremental run would start one TTL before now): Feast writes that window here.
+            for fv in feast_store.list_feature_views():
+                assert fv.ttl is not None
+                feast_store.materialize(run_end - fv.ttl, run_end, feature_views=[fv.name])
+        else:
+            feast_store.materialize_incremental(end_date=run_end)
         written = writer.materialize_incremental(fast_store, run_end, chunk_rows=97)  # many small chunks
         assert sum(written.values()) > 0
         assert feast_redis.client().dbsize() == fast_redis.client().dbsize() > 0
