@@ -97,14 +97,15 @@ class PeakRSS:
 
 
 def run_measured(argv: Sequence[str], env: dict[str, str], cwd: Path | None = None) -> tuple[float, float, str]:
-    """Run a command to completion; return (seconds, peak RSS in MB, its stdout). Raises on failure."""
+    """Run a command to completion; return (seconds, peak RSS in MB, its output). Raises on failure."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, text=True)
+    # stderr too: the pipeline CLIs print their summaries there (rich consoles on stderr).
+    proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     rss = PeakRSS(proc.pid)
     out, _ = proc.communicate()
     mb = rss.stop()
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}")
+        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}:\n{out[-3000:]}")
     return time.perf_counter() - t0, mb, out
 
 
