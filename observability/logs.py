@@ -12,6 +12,9 @@ from observability.settings import TelemetrySettings
 
 # uvicorn installs its own handlers on these; they get ours so every line has one shape.
 _SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
+# Libraries that say at INFO what they do on every registry read ("Registry cache expired, so
+# refreshing", 15 lines per model check): WARNING and up only, unless asked for DEBUG.
+_CHATTY_LOGGERS = ("feast",)
 
 
 class TraceContextFilter(logging.Filter):
@@ -46,6 +49,8 @@ def setup_logging(settings: TelemetrySettings) -> None:
     root = logging.getLogger()
     root.handlers = [h for h in root.handlers if h.get_name() != "skewless"] + [handler]
     root.setLevel(settings.log_level)
+    for name in _CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING)
     for name in _SERVER_LOGGERS:
         logger = logging.getLogger(name)
         if logger.handlers:

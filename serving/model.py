@@ -147,6 +147,7 @@ def _parse_in_child(name: str, text: str) -> None:
 def load_version(client: MlflowClient, store: FeatureStore, mv: ModelVersion, alias: str) -> ServedModel:
     """Download, verify and load one version; ModelRefusedError if it must not serve. Blocking."""
     os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"  # defence in depth; we never call a loader
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a server log is no terminal
     label = f"{mv.name} v{mv.version}"
     try:
         contract = Contract.from_tags(dict(mv.tags or {}))
