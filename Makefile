@@ -15,7 +15,7 @@ PY := $(VENV)/bin/python
 # Load .state/env (written by the Redis helper) so every target sees the same Redis.
 WITH_ENV := set -a; [ -f .state/env ] && . .state/env; set +a;
 
-.PHONY: help setup redis-up data validate apply materialize train pipeline serve demo stop test test-unit test-integration lint format bench
+.PHONY: help setup redis-up data validate apply materialize train pipeline serve demo stop test test-unit test-integration test-fault lint format bench
 
 help: ## Show this help
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-18s\033[0m %s\n", $$1, $$2}'
@@ -70,6 +70,9 @@ test-unit: setup ## Unit tests only (no services)
 
 test-integration: setup ## Integration tests (private redis-server, Feast, MLflow)
 	$(VENV)/bin/pytest -m "integration or model" $(PYTEST_ARGS)
+
+test-fault: setup ## Fault-injection tests (Redis killed, paused, slowed; 10x load)
+	$(VENV)/bin/pytest -m fault $(PYTEST_ARGS)
 
 lint: setup ## ruff, mypy, bandit (fails on any high-severity finding)
 	$(VENV)/bin/ruff check .
