@@ -139,7 +139,8 @@ class EntityFeatures:
     stale: list[str]
 
 
-def _py(v: ValueProto) -> Any:
+def python_value(v: ValueProto) -> Any:
+    """A Feast Value protobuf as the Python value Feast's SDK returns; None when null or unset."""
     kind = v.WhichOneof("val")
     if kind is None or kind == "null_val":
         return None
@@ -166,7 +167,7 @@ def assemble(
     where = {name: j for j, name in enumerate(response_names)}
     col_src = [where[name] for name in plan.names]
     n = len(entity_ids)
-    rows = [[_py(results[j].values[i]) for j in col_src] for i in range(n)]
+    rows = [[python_value(results[j].values[i]) for j in col_src] for i in range(n)]
     stale_cols: list[list[int]] = [[] for _ in range(n)]
     found = [False] * n
     stale_views: list[set[str]] = [set() for _ in range(n)]

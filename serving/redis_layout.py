@@ -27,7 +27,7 @@ from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.value_type import ValueType
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from serving.features import EntityFeatures, FeaturePlan, OdfvPlan, StalePolicy, is_missing
+from serving.features import EntityFeatures, FeaturePlan, OdfvPlan, StalePolicy, is_missing, python_value
 
 _parse_value = ValueProto.FromString
 _parse_ts = Timestamp.FromString
@@ -141,10 +141,7 @@ class RedisLayout:
                 for k, c in enumerate(v.columns):
                     raw = reply[v.start + k]
                     if raw:
-                        value = _parse_value(raw)
-                        kind = value.WhichOneof("val")
-                        if kind is not None and kind != "null_val":
-                            row[c] = getattr(value, kind)
+                        row[c] = python_value(_parse_value(raw))
             rows.append(row)
             found.append(hit)
             stale.append(old)

@@ -33,12 +33,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from observability.settings import TelemetrySettings
 from observability.tracing import sdk_disabled, setup_tracing, trace_id_hex
+from serving.limits import HEALTH_PATHS
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME = "skewless-api"
-# Probes and scrapes: no spans (they would drown real traffic in Jaeger) and no slow-request log.
-UNTRACED_PATHS = ("/health", "/ready", "/metrics")
+# HEALTH_PATHS (probes and the scrape) get no spans, which would drown real traffic in Jaeger,
+# and no slow-request log.
 _PROPAGATION_HEADERS = (b"traceparent", b"tracestate")
 
 _tracer = trace.get_tracer("skewless.serving")
@@ -99,7 +100,7 @@ class RequestTelemetry:
         self.local_ids = local_ids  # no server span to take the trace id from: make one
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in UNTRACED_PATHS:
+        if scope["type"] != "http" or scope["path"] in HEALTH_PATHS:
             await self.app(scope, receive, send)
             return
         attached = context.attach(_local_trace_context(scope)) if self.local_ids else None
@@ -144,7 +145,7 @@ class RequestTelemetry:
 
 
 def _untraced(scope: MutableMapping[str, Any]) -> bool:
-    return scope.get("path") in UNTRACED_PATHS
+    return scope.get("path") in HEALTH_PATHS
 
 
 def fastapi_telemetry(settings: TelemetrySettings) -> TelemetryConfig:
