@@ -17,6 +17,7 @@ from feature_repo.settings import FeastSettings
 from observability.logs import setup_logging
 from observability.settings import TelemetrySettings
 from serving.errors import OrjsonResponse, install_error_handlers
+from serving.fast_path import PREFIX, PredictFastPath
 from serving.limits import BodySizeLimit, ConcurrencyLimit, document_limits
 from serving.metrics import Metrics, RequestTimer
 from serving.security import ApiKeyAuth, document_api_key
@@ -129,9 +130,11 @@ def create_app(
     app.include_router(predict.router)
     app.include_router(model.router)
     app.include_router(health.router)
-    # Added innermost first, so requests meet: timer -> API key -> load shedding -> body cap -> app.
-    # The timer counts every refusal; callers without the key never take an in-flight slot that
-    # keyed callers need; the body is read only once a slot is held.
+    # Added innermost first, so requests meet: timer -> API key -> load shedding -> body cap ->
+    # fast path -> app. The timer counts every refusal; callers without the key never take an
+    # in-flight slot that keyed callers need; the body is read only once a slot is held.
+    hot = next(r for r in predict.router.routes if getattr(r, "path", None) == PREFIX + "{entity_id}")
+    app.add_middleware(PredictFastPath, route=hot)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     document_limits(app)
     app.add_middleware(ConcurrencyLimit, max_in_flight=settings.max_in_flight)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections import Counter as Tally
 from collections.abc import Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -59,6 +60,24 @@ class Metrics:
         self.reloads = Counter(
             "skewless_model_reloads_total", "Model load attempts by outcome.", ["outcome"], registry=r
         )
+        # labels() validates and locks on every call (~5 µs, a dozen calls a request); the children
+        # never change once made, so the hot path looks them up here instead.
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
+    def count_predictions(self, status: str, n: int) -> None:
+        """Add ``n`` predictions with ``status``."""
+        self._child(self.predictions, status).inc(n)
+
+    def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
+        """One HTTP request's latency."""
+        self._child(self.request_seconds, method, route, str(status)).observe(seconds)
 
     def set_model(self, name: str, version: str, alias: str) -> None:
         """Point the info gauge at the version now serving; earlier versions drop to 0."""
@@ -74,9 +93,9 @@ class Metrics:
     def observe_rows(self, missing: Sequence[str], stale: Sequence[str]) -> None:
         """Count missing and stale features, of one row or of a whole request (one label lookup each)."""
         for f, n in Tally(missing).items():
-            self.missing_features.labels(f).inc(n)
+            self._child(self.missing_features, f).inc(n)
         for f, n in Tally(stale).items():
-            self.stale_features.labels(f).inc(n)
+            self._child(self.stale_features, f).inc(n)
 
 
 class RequestTimer:
@@ -104,6 +123,4 @@ class RequestTimer:
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            self.metrics.request_seconds.labels(scope["method"], template, str(status)).observe(
-                time.perf_counter() - start
-            )
+            self.metrics.observe_request(scope["method"], template, status, time.perf_counter() - start)

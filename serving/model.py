@@ -24,6 +24,7 @@ from mlflow.entities.model_registry import ModelVersion
 
 from feature_repo.contract import Contract, contract_for
 from serving.features import FeaturePlan, PlanError
+from serving.scoring import SingleRowScorer
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,10 @@ class ServedModel:
     plan: FeaturePlan = field(repr=False)
     metrics: dict[str, float]
     prior: float | None
+    single: SingleRowScorer = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "single", SingleRowScorer(self.booster))
 
     @property
     def ref(self) -> dict[str, str]:
@@ -57,6 +62,8 @@ class ServedModel:
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         """Churn probabilities for float64 rows in contract order (NaN = missing)."""
+        if rows.shape[0] == 1:  # the hot path: one entity by ID
+            return np.array([self.single.score(np.ascontiguousarray(rows[0], dtype=np.float64))])
         # One thread: a request scores a handful of rows; OpenMP start-up would cost more than it saves.
         return np.asarray(self.booster.predict(rows, num_threads=1), dtype=np.float64)
 

@@ -42,11 +42,16 @@ def _degraded(state: AppState, model: ServedModel, ids: Sequence[str], why: str)
     if model.prior is None:
         raise ApiError(503, "feature_store_unavailable", f"{why}; degraded mode is on but the model has no prior")
     names = list(model.plan.names)
-    state.metrics.predictions.labels("degraded").inc(len(ids))
+    state.metrics.count_predictions("degraded", len(ids))
     return [
         _prediction(model, EntityFeatures(i, False, [None] * len(names), names, []), "degraded", model.prior, False)
         for i in ids
     ]
+
+
+def not_found(entity_id: str) -> ApiError:
+    """The 404 of a single-entity request whose ID has no stored features."""
+    return ApiError(404, "entity_not_found", f"no features are stored for entity {entity_id!r}")
 
 
 def _feature_attributes(model: ServedModel, n: int) -> dict[str, AttributeValue]:
@@ -106,6 +111,6 @@ async def predict(
         out.append(_prediction(model, r, status[i], score, include_features))
     # Counted once per request and label, not once per row: a batch's label lookups dominated it.
     for label, n in Counter(status).items():
-        m.predictions.labels(label).inc(n)
+        m.count_predictions(label, n)
     m.observe_rows(missing, stale)
     return out

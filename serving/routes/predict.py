@@ -8,7 +8,7 @@ from fastapi import APIRouter, Path, Query, Request
 
 from serving.deps import check_entity_ids, get_model
 from serving.errors import ApiError, OrjsonResponse
-from serving.predict import predict
+from serving.predict import not_found, predict
 from serving.schemas import ErrorPublic, PredictBatchPublic, PredictBatchRequest, PredictionPublic
 from serving.state import AppState
 
@@ -39,7 +39,7 @@ async def predict_one(
     check_entity_ids([entity_id], state)
     (pred,) = await predict(state, model, [entity_id], include_features)
     if pred["status"] == "not_found":
-        raise ApiError(404, "entity_not_found", f"no features are stored for entity {entity_id!r}")
+        raise not_found(entity_id)
     # Returned as bytes built by orjson: the dict already has PredictionPublic's shape (tests check it).
     return OrjsonResponse(pred)
 
