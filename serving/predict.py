@@ -93,7 +93,7 @@ async def predict(
         matrix = np.array(
             [[np.nan if x is None else float(x) for x in rows[i].values] for i in scorable], dtype=np.float64
         )
-        with stage("model_inference", _inference_attributes(model, len(scorable))):
+        with stage("model_inference", _inference_attributes(model, len(scorable)), current=False):
             scores = dict(zip(scorable, model.predict(matrix).tolist(), strict=True))
         m.inference_seconds.observe(time.perf_counter() - t1)
     out = []

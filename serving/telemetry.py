@@ -66,15 +66,29 @@ def count_entities(n: int) -> None:
 
 
 @contextmanager
-def stage(name: str, attributes: dict[str, AttributeValue] | None = None) -> Iterator[Span]:
-    """A child span of the current request, timed into its stats; exceptions are recorded on it."""
+def stage(name: str, attributes: dict[str, AttributeValue] | None = None, current: bool = True) -> Iterator[Span]:
+    """A child span of the current request, timed into its stats; exceptions are recorded on it.
+
+    ``current=False`` for a stage that starts no spans of its own: the span is then not made the
+    current one, which saves the context switch in and out (about a third of a span's cost).
+    """
     t0 = time.perf_counter()
     try:
-        if _spans_on:
+        if not _spans_on:
+            yield trace.INVALID_SPAN  # accepts attributes and drops them, for free
+        elif current:
             with _tracer.start_as_current_span(name, attributes=attributes) as span:
                 yield span
         else:
-            yield trace.INVALID_SPAN  # accepts attributes and drops them, for free
+            span = _tracer.start_span(name, attributes=attributes)
+            try:
+                yield span
+            except BaseException as e:  # as start_as_current_span records it
+                span.record_exception(e)
+                span.set_status(trace.StatusCode.ERROR, f"{type(e).__name__}: {e}")
+                raise
+            finally:
+                span.end()
     finally:
         stats = _stats.get()
         if stats is not None:
