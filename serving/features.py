@@ -20,12 +20,15 @@ from feast import FeatureService, FeatureStore
 from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.types import Bool, Float32, Float64, Int32, Int64
+from opentelemetry.util.types import AttributeValue
 from redis.asyncio.connection import Connection as AsyncConnection
 from redis.connection import HiredisRespSerializer  # type: ignore[attr-defined]  # stubs predate it
 from redis.exceptions import RedisError, ResponseError
 from redis.utils import HIREDIS_AVAILABLE
 
 from feature_repo.contract import Contract
+from serving.redis_wire import RedisWire, UnsupportedConfigError
+from serving.telemetry import client_span
 
 if TYPE_CHECKING:
     from serving.redis_layout import RedisLayout
@@ -258,7 +261,9 @@ class OnlineFeatures:
         self.reader = reader
         # id(plan) -> (plan, layout or None for "SDK serves this plan"); one entry per loaded model.
         self._layouts: dict[int, tuple[FeaturePlan, RedisLayout | None]] = {}
-        self._redis: aioredis.Redis | None = None
+        self._redis: aioredis.Redis | None = None  # the start-up check's SCAN; the reads without RedisWire
+        self._wire: RedisWire | None = None  # the direct reader's reads
+        self._span_attributes: dict[str, AttributeValue] = {}
         self._checks: dict[int, asyncio.Task[None]] = {}  # strong references to running checks
         self._retry_at: dict[int, float] = {}  # after a failed check, not before (monotonic seconds)
         if reader == "auto":
@@ -278,6 +283,19 @@ class OnlineFeatures:
                 self._redis = aioredis.Redis.from_pool(pool)  # type: ignore[attr-defined]  # owns the pool; stubs predate it
             elif nodes:
                 self._redis = aioredis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **params)
+            if nodes:
+                try:
+                    self._wire = RedisWire.from_feast_params(nodes[0]["host"], nodes[0]["port"], params)
+                except UnsupportedConfigError as e:  # e.g. TLS: redis-py reads instead
+                    log.info("direct reader uses redis-py: %s", e)
+                # What the redis-py instrumentation puts on its spans, for ours.
+                self._span_attributes = {
+                    "db.system": "redis",
+                    "db.redis.database_index": int(params.get("db", 0)),
+                    "net.peer.name": str(nodes[0]["host"]),
+                    "net.peer.port": int(nodes[0]["port"]),
+                    "net.transport": "ip_tcp",
+                }
 
     async def close(self) -> None:
         """Stop pending checks and close the direct reader's connections."""
@@ -286,6 +304,8 @@ class OnlineFeatures:
             task.cancel()
         # Wait for them to unwind before their connection pool goes away.
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._wire is not None:
+            await self._wire.close()
         if self._redis is not None:
             await self._redis.aclose()  # type: ignore[attr-defined]  # stubs predate redis 5
 
@@ -344,7 +364,14 @@ class OnlineFeatures:
         self._checks[key] = asyncio.get_running_loop().create_task(check(), name="direct-reader-check")
 
     async def _hmget(self, layout: RedisLayout, entity_ids: Sequence[str]) -> list[list[bytes | None]]:
-        assert self._redis is not None
+        if self._wire is not None:
+            # One span per round trip, as the redis-py instrumentation gives its own commands.
+            attributes = {**self._span_attributes, "db.statement": layout.statement}
+            if len(entity_ids) > 1:
+                attributes["db.redis.pipeline_length"] = len(entity_ids)
+            with client_span("HMGET", attributes):
+                return await self._wire.hmget_many([layout.key(e) for e in entity_ids], layout.fields)
+        assert self._redis is not None  # instrumented by opentelemetry-instrumentation-redis
         if len(entity_ids) == 1:  # one command, no pipeline object: the common case, kept cheap
             return [await self._redis.hmget(layout.key(entity_ids[0]), layout.fields)]
         async with self._redis.pipeline(transaction=False) as pipe:
@@ -373,7 +400,13 @@ class OnlineFeatures:
             log.warning("feature reader for %s: Feast SDK, direct layout unsupported: %s", plan.service.name, e)
             return None
         try:
-            why = await canary_mismatch(self._redis, layout, lambda ids, t: self._sdk(plan, ids, t), time.time())
+            why = await canary_mismatch(
+                self._redis,
+                layout,
+                lambda ids: self._hmget(layout, ids),
+                lambda ids, t: self._sdk(plan, ids, t),
+                time.time(),
+            )
         except ResponseError as e:  # e.g. an ACL without SCAN: Redis answers, so serve through the SDK
             why = f"the check could not run: {e}"
         if why:

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 from collections import Counter as Tally
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Metric
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Sub-millisecond to the deadline and beyond: the hot path lives at ~1 ms.
@@ -36,11 +38,11 @@ class Metrics:
         self.inference_seconds = Histogram(
             "skewless_inference_seconds", "LightGBM predict per request.", buckets=_LATENCY, registry=r
         )
-        self.missing_features = Counter(
-            "skewless_missing_features_total", "Features the model saw as missing.", ["feature"], registry=r
+        self.missing_features = TallyCounter(
+            "skewless_missing_features", "Features the model saw as missing.", "feature", registry=r
         )
-        self.stale_features = Counter(
-            "skewless_stale_features_total", "Features older than their view's TTL.", ["feature"], registry=r
+        self.stale_features = TallyCounter(
+            "skewless_stale_features", "Features older than their view's TTL.", "feature", registry=r
         )
         self.predictions = Counter("skewless_predictions_total", "Predictions by status.", ["status"], registry=r)
         self.score = Histogram(
@@ -92,10 +94,31 @@ class Metrics:
 
     def observe_rows(self, missing: Sequence[str], stale: Sequence[str]) -> None:
         """Count missing and stale features, of one row or of a whole request (one label lookup each)."""
-        for f, n in Tally(missing).items():
-            self._child(self.missing_features, f).inc(n)
-        for f, n in Tally(stale).items():
-            self._child(self.stale_features, f).inc(n)
+        self.missing_features.tally.update(missing)
+        self.stale_features.tally.update(stale)
+
+
+class TallyCounter(Collector):
+    """A counter by one label, kept in a plain dict and turned into samples only when scraped.
+
+    A request adds to it once per missing or stale feature (a dozen for a sparse row): through
+    prometheus_client children each increment takes a lock (~2 µs); a dict update does not. The
+    API updates and scrapes it on its one event loop thread.
+    """
+
+    def __init__(self, name: str, documentation: str, label: str, registry: CollectorRegistry) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.label = label
+        self.tally: Tally[str] = Tally()
+        registry.register(self)
+
+    def collect(self) -> Iterator[Metric]:
+        """One ``<name>_total`` sample per label value seen."""
+        family = CounterMetricFamily(self.name, self.documentation, labels=[self.label])
+        for value, n in sorted(self.tally.items()):
+            family.add_metric([value], n)
+        yield family
 
 
 class RequestTimer:

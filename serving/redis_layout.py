@@ -31,6 +31,10 @@ from serving.features import EntityFeatures, FeaturePlan, OdfvPlan, StalePolicy,
 
 _parse_value = ValueProto.FromString
 _parse_ts = Timestamp.FromString
+# Parsed values by their stored bytes. Feature values repeat a lot (counts, flags, shared event
+# times), and a dict hit costs ~50 ns against ~1.5 µs for a protobuf parse: a batch of 100
+# entities parses ~2,200 values. Cleared when full, so memory stays bounded (a few MB).
+VALUE_CACHE_SIZE = 50_000
 
 
 class LayoutError(ValueError):
@@ -73,6 +77,11 @@ def _entity_name(store: FeatureStore, plan: FeaturePlan) -> str:
     return str(fv.entities[0])
 
 
+def _key(head: bytes, entity_id: str, project: bytes) -> bytes:
+    value = entity_id.encode("utf-8")
+    return head + len(value).to_bytes(4, "little") + value + project
+
+
 class RedisLayout:
     """Keys, HMGET fields and reply parsing for one plan, all resolved once."""
 
@@ -93,7 +102,11 @@ class RedisLayout:
             fields.append(f"_ts:{v.name}")
             views.append(_View(v.name, v.ttl_seconds, v.columns, start, start + len(names)))
         self.fields: tuple[bytes | str, ...] = tuple(fields)
+        self.statement = "HMGET" + " ?" * (1 + len(fields))  # sanitised, as the redis-py instrumentation writes it
         self._views = tuple(views)
+        self._key_head = self._derive_key_head()
+        self._values: dict[bytes, Any] = {}  # see VALUE_CACHE_SIZE
+        self._seconds: dict[bytes, float] = {}
         self._odfvs: list[tuple[OdfvPlan, list[tuple[str, str, int]]]] = []
         for o in plan.odfvs:
             odfv = o.odfv
@@ -108,15 +121,37 @@ class RedisLayout:
             self._odfvs.append((o, feed_names))
 
     def key(self, entity_id: str) -> bytes:
-        """The Redis key Feast writes for this entity: serialized entity key (v3) + project."""
+        """The Redis key Feast writes for this entity: serialized entity key (v3) + project.
+
+        Built from a head derived from Feast's own serializer (see ``_derive_key_head``): the
+        serializer costs ~12 µs a key, a batch of 100 spent more on keys than on Redis.
+        """
+        return _key(self._key_head, entity_id, self.project)
+
+    def feast_key(self, entity_id: str) -> bytes:
+        """The same key through Feast's ``serialize_entity_key``."""
         ek = EntityKeyProto(join_keys=[self.plan.entity_key], entity_values=[ValueProto(string_val=entity_id)])
         return serialize_entity_key(ek, entity_key_serialization_version=3) + self.project
+
+    def _derive_key_head(self) -> bytes:
+        """What Feast writes before a string key's length and bytes, checked against Feast on probes.
+
+        For one string join key, serialization v3 is: the key count and the join key's name, the
+        value type, then the value's length (4 bytes, little-endian) and UTF-8 bytes; the project
+        follows. A Feast that writes anything else fails the probes, and the SDK serves instead.
+        """
+        head = self.feast_key("u")[: -(len("u") + 4 + len(self.project))]
+        for p in ("", "u0000042", "é" * 70, "x" * 300):
+            if _key(head, p, self.project) != self.feast_key(p):
+                raise LayoutError(f"Feast's entity key for {p[:12]!r} is not head + length + bytes + project")
+        return head
 
     def rows(
         self, entity_ids: Sequence[str], replies: Sequence[Sequence[bytes | None]], now: float, policy: StalePolicy
     ) -> list[EntityFeatures]:
         """Rows in contract order from one HMGET reply per entity, with the same TTL rules as ``assemble``."""
         width = len(self.plan.names)
+        values = self._values
         rows: list[list[Any]] = []
         found: list[bool] = []
         stale: list[list[int]] = []
@@ -128,8 +163,10 @@ class RedisLayout:
                 ts_raw = reply[v.ts]
                 if not ts_raw:
                     continue  # no row for this entity in this view: Feast returns nulls
-                ts = _parse_ts(ts_raw)
-                seconds = ts.seconds + ts.nanos / 1e9
+                seconds = self._seconds.get(ts_raw)
+                if seconds is None:
+                    ts = _parse_ts(ts_raw)
+                    seconds = self._remember(self._seconds, ts_raw, ts.seconds + ts.nanos / 1e9)
                 if seconds <= 0:
                     continue
                 hit = True
@@ -141,7 +178,8 @@ class RedisLayout:
                 for k, c in enumerate(v.columns):
                     raw = reply[v.start + k]
                     if raw:
-                        row[c] = python_value(_parse_value(raw))
+                        x = values.get(raw, values)  # the dict itself marks a miss: None is a value
+                        row[c] = self._remember(values, raw, python_value(_parse_value(raw))) if x is values else x
             rows.append(row)
             found.append(hit)
             stale.append(old)
@@ -152,11 +190,18 @@ class RedisLayout:
                 entity_id=eid,
                 found=found[i],
                 values=row,
-                missing=[names[c] for c, x in enumerate(row) if is_missing(x)],
+                missing=[names[c] for c, x in enumerate(row) if x is None or x != x],  # is_missing, inlined
                 stale=[names[c] for c in sorted(stale[i])],
             )
             for i, (eid, row) in enumerate(zip(entity_ids, rows, strict=True))
         ]
+
+    @staticmethod
+    def _remember(cache: dict[bytes, Any], raw: bytes, value: Any) -> Any:
+        if len(cache) >= VALUE_CACHE_SIZE:
+            cache.clear()
+        cache[raw] = value
+        return value
 
     def _on_demand(self, entity_ids: Sequence[str], rows: list[list[Any]]) -> None:
         """Fill on-demand columns with Feast's own transformation object, fed what Feast's online path feeds it.
@@ -182,6 +227,7 @@ class NothingStoredError(LookupError):
 
 
 SdkRows = Callable[[list[str], float], Awaitable[list[EntityFeatures]]]
+DirectRead = Callable[[list[str]], Awaitable[list[list[bytes | None]]]]  # HMGET replies, one per ID
 
 
 def _same_rows(a: Sequence[EntityFeatures], b: Sequence[EntityFeatures]) -> bool:
@@ -198,7 +244,12 @@ def _same_rows(a: Sequence[EntityFeatures], b: Sequence[EntityFeatures]) -> bool
 
 
 async def canary_mismatch(
-    client: aioredis.Redis, layout: RedisLayout, sdk_rows: SdkRows, now: float, scans: int = 20
+    client: aioredis.Redis,
+    layout: RedisLayout,
+    direct_read: DirectRead,
+    sdk_rows: SdkRows,
+    now: float,
+    scans: int = 20,
 ) -> str | None:
     """Compare the direct read with Feast's SDK on a real stored key; None when they agree, else why.
 
@@ -221,12 +272,12 @@ async def canary_mismatch(
         raise NothingStoredError(f"no stored {layout.plan.entity_key} key found to compare the readers on yet")
     ek = deserialize_entity_key(found[: -len(project)], entity_key_serialization_version=3)
     entity_id = ek.entity_values[0].string_val
-    if layout.key(entity_id) != found:
+    if layout.key(entity_id) != found or layout.feast_key(entity_id) != found:
         return f"key of {entity_id!r} derived as {layout.key(entity_id)!r}, Feast stored {found!r}"
     ids = [entity_id, "\x00skewless-absent"]
     later = now + max((v.ttl_seconds for v in layout.plan.views), default=0.0) + 1
     for t in (now, later):
-        direct = layout.rows(ids, [await client.hmget(layout.key(i), layout.fields) for i in ids], t, "missing")
+        direct = layout.rows(ids, await direct_read(ids), t, "missing")
         if not _same_rows(direct, await sdk_rows(ids, t)):
             return f"rows for {entity_id!r} differ at t={t:.0f}"
     return None

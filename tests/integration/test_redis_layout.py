@@ -142,8 +142,21 @@ def test_the_start_up_check_catches_a_reader_that_disagrees_with_feast(
             def sdk(ids: list[str], t: float) -> object:
                 return online._sdk(plan, ids, t)
 
-            good = await canary_mismatch(online._redis, RedisLayout(online.store, plan), sdk, time.time())  # type: ignore[arg-type]
-            bad = await canary_mismatch(online._redis, _WrongKeys(online.store, plan), sdk, time.time())  # type: ignore[arg-type]
+            right, wrong = RedisLayout(online.store, plan), _WrongKeys(online.store, plan)
+            good = await canary_mismatch(
+                online._redis,  # type: ignore[arg-type]
+                right,
+                lambda ids: online._hmget(right, ids),
+                sdk,  # type: ignore[arg-type]
+                time.time(),
+            )
+            bad = await canary_mismatch(
+                online._redis,  # type: ignore[arg-type]
+                wrong,
+                lambda ids: online._hmget(wrong, ids),
+                sdk,  # type: ignore[arg-type]
+                time.time(),
+            )
             return good, bad
         finally:
             await online.close()

@@ -87,4 +87,3 @@ def test_other_routes_methods_and_queries_pass_through(fast_calls: list[str]) ->
     assert client.get("/v1/predict/u0000001/extra").status_code == 404
     assert client.get("/health").status_code == 200
     assert fast_calls == []
-
