@@ -7,9 +7,11 @@ from collections import Counter as Tally
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Metric
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # Sub-millisecond to the deadline and beyond: the hot path lives at ~1 ms.
@@ -45,7 +47,7 @@ class Metrics:
             "skewless_stale_features", "Features older than their view's TTL.", "feature", registry=r
         )
         self.predictions = Counter("skewless_predictions_total", "Predictions by status.", ["status"], registry=r)
-        self.score = Histogram(
+        self.score = BulkHistogram(
             "skewless_prediction_score",
             "Distribution of served churn scores.",
             buckets=tuple(i / 10 for i in range(1, 11)),
@@ -119,6 +121,36 @@ class TallyCounter(Collector):
         for value, n in sorted(self.tally.items()):
             family.add_metric([value], n)
         yield family
+
+
+class BulkHistogram(Collector):
+    """A histogram fed a request's values at once, exposed as an ordinary Prometheus histogram.
+
+    A batch scores up to hundreds of rows; ``Histogram.observe`` per row took a lock and a bucket
+    search each time (~3 µs a row), one numpy bincount per request does the same counting.
+    """
+
+    def __init__(self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = np.asarray(sorted(buckets), dtype=np.float64)  # +Inf is the extra last bucket
+        self.counts = np.zeros(len(self.bounds) + 1, dtype=np.int64)
+        self.total = 0.0
+        registry.register(self)
+
+    def observe_many(self, values: np.ndarray) -> None:
+        """Count ``values``: bucket ``le=b`` takes every value <= b, as Prometheus defines it."""
+        if values.size:
+            self.counts += np.bincount(np.searchsorted(self.bounds, values, side="left"), minlength=len(self.counts))
+            self.total += float(values.sum())
+
+    def collect(self) -> Iterator[Metric]:
+        """Cumulative ``_bucket`` samples, ``_count`` and ``_sum``."""
+        cumulative = np.cumsum(self.counts).tolist()
+        bounds = [floatToGoString(b) for b in self.bounds.tolist()] + ["+Inf"]
+        yield HistogramMetricFamily(
+            self.name, self.documentation, buckets=list(zip(bounds, cumulative, strict=True)), sum_value=self.total
+        )
 
 
 class RequestTimer:

@@ -94,8 +94,10 @@ async def predict(
             [[np.nan if x is None else float(x) for x in rows[i].values] for i in scorable], dtype=np.float64
         )
         with stage("model_inference", _inference_attributes(model, len(scorable)), current=False):
-            scores = dict(zip(scorable, model.predict(matrix).tolist(), strict=True))
+            scored = model.predict(matrix)
         m.inference_seconds.observe(time.perf_counter() - t1)
+        m.score.observe_many(scored)
+        scores = dict(zip(scorable, scored.tolist(), strict=True))
     out = []
     missing: list[str] = []
     stale: list[str] = []
@@ -105,10 +107,7 @@ async def predict(
             continue
         missing += r.missing
         stale += r.stale
-        score = scores.get(i)
-        if score is not None:
-            m.score.observe(score)
-        out.append(_prediction(model, r, status[i], score, include_features))
+        out.append(_prediction(model, r, status[i], scores.get(i), include_features))
     # Counted once per request and label, not once per row: a batch's label lookups dominated it.
     for label, n in Counter(status).items():
         m.count_predictions(label, n)

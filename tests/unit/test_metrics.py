@@ -1,0 +1,52 @@
+"""The hand-rolled collectors expose exactly what prometheus_client's own metrics would."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+
+from serving.metrics import BulkHistogram, TallyCounter
+
+pytestmark = pytest.mark.unit
+
+
+def _samples(registry: CollectorRegistry) -> dict[str, float]:
+    out = {}
+    for line in generate_latest(registry).decode().splitlines():
+        if line.startswith("#") or "_created" in line:
+            continue
+        name, value = line.rsplit(" ", 1)
+        out[name] = float(value)
+    return out
+
+
+def test_bulk_histogram_matches_prometheus_histogram_on_bucket_edges() -> None:
+    bounds = tuple(i / 10 for i in range(1, 11))
+    reference, ours = CollectorRegistry(), CollectorRegistry()
+    h = Histogram("score", "d", buckets=bounds, registry=reference)
+    bulk = BulkHistogram("score", "d", bounds, ours)
+    rng = np.random.default_rng(3)
+    values = np.concatenate([np.array(bounds), np.nextafter(np.array(bounds), 2), [0.0, 1.0, 1.5], rng.random(500)])
+    for v in values:
+        h.observe(float(v))
+    for chunk in np.array_split(values, 7):  # a request's scores at a time
+        bulk.observe_many(chunk)
+    bulk.observe_many(np.array([]))
+    want, got = _samples(reference), _samples(ours)
+    assert want.keys() == got.keys()
+    assert {k: v for k, v in got.items() if not k.endswith("_sum")} == {
+        k: v for k, v in want.items() if not k.endswith("_sum")
+    }
+    assert got["score_sum"] == pytest.approx(want["score_sum"])
+
+
+def test_tally_counter_matches_a_labelled_counter() -> None:
+    reference, ours = CollectorRegistry(), CollectorRegistry()
+    c = Counter("missing", "d", ["feature"], registry=reference)
+    tally = TallyCounter("missing", "d", "feature", ours)
+    for names in (["a", "b", "a"], [], ["c"], ["a"]):
+        for n in names:
+            c.labels(n).inc()
+        tally.tally.update(names)
+    assert _samples(ours) == _samples(reference)
