@@ -19,6 +19,7 @@ from observability.settings import TelemetrySettings
 from serving.errors import OrjsonResponse, install_error_handlers
 from serving.fast_path import PREFIX, PredictFastPath
 from serving.limits import BodySizeLimit, ConcurrencyLimit, document_limits
+from serving.memory import release_free_heap
 from serving.metrics import Metrics, RequestTimer
 from serving.security import ApiKeyAuth, document_api_key
 from serving.settings import ServingSettings
@@ -74,7 +75,7 @@ def create_app(
         # One store per process; its Redis socket timeout is the request deadline.
         store = await asyncio.to_thread(open_store, feast_settings, deadline_s)
         client = await asyncio.to_thread(MlflowClient, settings.mlflow_tracking_uri)
-        holder = ModelHolder()
+        holder = ModelHolder(settings.compile_model, settings.compile_cache_dir)
         reloader = Reloader(
             holder, store, client, settings.model_name, settings.model_alias, settings.reload_interval_s, metrics
         )
@@ -102,6 +103,7 @@ def create_app(
             # Start-up objects (Feast, MLflow, pandas, the model) live as long as the process. Frozen,
             # a full garbage collection no longer walks them: unfrozen it took ~140 ms, long enough to
             # stall /health past 50 ms when a Redis fault churned out exceptions.
+            release_free_heap()
             gc.freeze()
             poller = asyncio.create_task(reloader.run(), name="model-poller")
             yield

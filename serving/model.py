@@ -14,7 +14,7 @@ import tempfile
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import lightgbm
 import numpy as np
@@ -23,7 +23,9 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
 from feature_repo.contract import Contract, contract_for
+from serving.compiled_model import Scorer, compile_scorer
 from serving.features import FeaturePlan, PlanError
+from serving.memory import release_free_heap
 from serving.scoring import SingleRowScorer
 
 log = logging.getLogger(__name__)
@@ -50,10 +52,23 @@ class ServedModel:
     plan: FeaturePlan = field(repr=False)
     metrics: dict[str, float]
     prior: float | None
+    text: str = field(default="", repr=False, compare=False)  # the booster's text model, to compile
     single: SingleRowScorer = field(init=False, repr=False, compare=False)
+    # Attached by ModelHolder once compiled and verified; until then LightGBM scores.
+    compiled: Scorer | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "single", SingleRowScorer(self.booster))
+
+    def attach(self, scorer: Scorer) -> None:
+        """Score with ``scorer`` from now on (``compile_scorer`` verified it against this booster)."""
+        # One reference assignment: a request, which reads it once, scores wholly with one or the other.
+        object.__setattr__(self, "compiled", scorer)
+
+    @property
+    def scorer(self) -> Literal["compiled", "lightgbm"]:
+        """Which scorer serves: "compiled" (lleaves) or "lightgbm"."""
+        return "lightgbm" if self.compiled is None else "compiled"
 
     @property
     def ref(self) -> dict[str, str]:
@@ -62,6 +77,11 @@ class ServedModel:
 
     def predict(self, rows: np.ndarray) -> np.ndarray:
         """Churn probabilities for float64 rows in contract order (NaN = missing)."""
+        compiled = self.compiled
+        # Every batch size: one row costs the same either way (~20 µs), and a single-entity answer
+        # then equals the batch answer to the last bit.
+        if compiled is not None:
+            return compiled.predict(rows)
         if rows.shape[0] == 1:  # the hot path: one entity by ID
             return np.array([self.single.score(np.ascontiguousarray(rows[0], dtype=np.float64))])
         # One thread: a request scores a handful of rows; OpenMP start-up would cost more than it saves.
@@ -94,8 +114,8 @@ def check_contract(store: FeatureStore, contract: Contract) -> FeaturePlan:
         raise ModelRefusedError(str(e)) from e
 
 
-def _native_booster(model_dir: Path) -> lightgbm.Booster:
-    """Read MLmodel as YAML and load only a native Booster text file; never unpickle."""
+def _native_booster(model_dir: Path) -> tuple[lightgbm.Booster, str]:
+    """Read MLmodel as YAML and load only a native Booster text file, never unpickle; the booster and its text."""
     from mlflow.models import Model
 
     mlmodel = Model.load(str(model_dir / "MLmodel"))
@@ -118,7 +138,7 @@ def _native_booster(model_dir: Path) -> lightgbm.Booster:
     except UnicodeDecodeError as e:
         raise ModelRefusedError(f"corrupt model file {data}: not UTF-8 text ({e.reason})") from e
     _parse_in_child(data, text)
-    return lightgbm.Booster(model_str=text)
+    return lightgbm.Booster(model_str=text), text
 
 
 # LightGBM's parser is not safe on damaged input: a model cut short crashes the process with
@@ -175,7 +195,7 @@ def load_version(client: MlflowClient, store: FeatureStore, mv: ModelVersion, al
         except Exception as e:  # storage errors come in many types
             raise ModelRefusedError(f"{label}: could not download artifacts: {e}") from e
         try:
-            booster = _native_booster(Path(path))
+            booster, text = _native_booster(Path(path))
         except ModelRefusedError as e:
             raise ModelRefusedError(f"{label}: {e}") from e
         except Exception as e:  # a corrupt file must not take the server down
@@ -196,13 +216,16 @@ def load_version(client: MlflowClient, store: FeatureStore, mv: ModelVersion, al
         prior = float(tags[PRIOR_TAG])
     else:
         prior = next((float(metrics[k]) for k in PRIOR_METRICS if k in metrics), None)
-    return ServedModel(mv.name, str(mv.version), alias, booster, contract, plan, metrics, prior)
+    return ServedModel(mv.name, str(mv.version), alias, booster, contract, plan, metrics, prior, text)
 
 
 class ModelHolder:
     """The model that serves now. Requests read ``current`` once, so a swap never splits a request."""
 
-    def __init__(self) -> None:
+    def __init__(self, compile_model: bool = False, compile_cache_dir: Path | None = None) -> None:
+        """With ``compile_model``, each installed version is compiled in the background (compiled_model)."""
+        self.compile_model = compile_model
+        self.compile_cache_dir = compile_cache_dir
         self.current: ServedModel | None = None
         self.refused: str | None = None  # why the last candidate version did not load
         self.drift: str | None = None  # why the serving model's contract no longer matches the registry
@@ -214,4 +237,25 @@ class ModelHolder:
             old, self.current = self.current, model
             self.refused = None
             self.drift = None
-            return old
+        if self.compile_model and model.text:
+            # A daemon: the compile's child process is bounded by its timeout, and nothing waits for it.
+            threading.Thread(target=self._compile, args=(model,), name=f"compile-v{model.version}", daemon=True).start()
+        return old
+
+    def _compile(self, model: ServedModel) -> None:
+        """Attach a compiled scorer to ``model`` if one can be built and verified; else LightGBM keeps scoring."""
+        scorer = compile_scorer(model.booster, model.text, self.compile_cache_dir)
+        if scorer is None:
+            return  # compile_scorer logged why
+        if self.current is not model:
+            log.info("compiled scorer for %s v%s not attached: no longer serving", model.name, model.version)
+            return
+        model.attach(scorer)
+        release_free_heap()  # the check against the booster and the load leave freed heap behind
+        log.info(
+            "%s v%s: compiled scorer attached (%.1f s to compile or load and verify; max diff from LightGBM %.1e)",
+            model.name,
+            model.version,
+            scorer.seconds,
+            scorer.max_diff,
+        )

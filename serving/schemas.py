@@ -82,6 +82,7 @@ class ModelPublic(BaseModel):
                     "features": ["user_profile:is_paid", "activity_7d:logins_7d"],
                     "entity_key": "user_id",
                     "metrics": {"test_auc": 0.87},
+                    "scorer": "compiled",
                 }
             ]
         }
@@ -92,6 +93,9 @@ class ModelPublic(BaseModel):
     features: list[str] = Field(description="Feast feature refs in model column order.")
     entity_key: str
     metrics: dict[str, float]
+    scorer: Literal["compiled", "lightgbm"] = Field(
+        description="What scores: the model compiled to native code (lleaves), or LightGBM until that is ready."
+    )
 
 
 class HealthPublic(BaseModel):

@@ -74,6 +74,18 @@ class ServingSettings(BaseSettings):
         64, ge=1, le=100_000, description="Requests handled at once; more are shed at once with 503 + Retry-After."
     )
 
+    compile_model: bool = Field(
+        True,
+        description=(
+            "Compile each loaded model to native code (lleaves) in the background and score with it once "
+            "verified against LightGBM; LightGBM scores until then, or always when false."
+        ),
+    )
+    compile_cache_dir: Path | None = Field(
+        None,
+        description="Private (0700) cache of compiled models; default: $TMPDIR/skewless-compiled-<uid>.",
+    )
+
     def resolved_api_key(self) -> str | None:
         """The API key from the env var or the secret file; None when auth is off."""
         if self.api_key is not None:

@@ -18,7 +18,7 @@ router = APIRouter(prefix="/v1", tags=["model"])
     summary="The serving model",
 )
 async def get_model_info(model: ModelDep) -> OrjsonResponse:
-    """The model version, its feature service and ordered features, entity key and metrics."""
+    """The model version, its feature service and ordered features, entity key, metrics and scorer."""
     return OrjsonResponse(
         {
             "model": model.ref,
@@ -26,5 +26,6 @@ async def get_model_info(model: ModelDep) -> OrjsonResponse:
             "features": list(model.contract.features),
             "entity_key": model.contract.entity_key,
             "metrics": model.metrics,
+            "scorer": model.scorer,
         }
     )

@@ -64,6 +64,9 @@ def api_environment(
             "SKEWLESS_MLFLOW_TRACKING_URI": tracking_uri,
             "SKEWLESS_MODEL_NAME": model,
             "SKEWLESS_RELOAD_INTERVAL_S": "3600",
+            # No background compile competing for the CPU while latencies are measured; the
+            # compiled scorer has its own tests (test_compiled_model, the skew test).
+            "SKEWLESS_COMPILE_MODEL": "false",
             "OTEL_SDK_DISABLED": "true",
             "PYTHONUNBUFFERED": "1",
         }

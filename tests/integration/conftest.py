@@ -125,8 +125,14 @@ def make_client(feature_env: FeatureEnv, registry: Registry) -> Iterator[AppFact
     opened: list[TestClient] = []
 
     def make(clock: Callable[[], float] | None = None, **overrides: object) -> TestClient:
+        # No background compile unless a test asks: its scorer would attach mid-test (and cost ~20 s of CPU).
         settings = ServingSettings(
-            **{"mlflow_tracking_uri": registry.tracking_uri, "model_name": MODEL_NAME, **overrides}  # type: ignore[arg-type]
+            **{  # type: ignore[arg-type]
+                "mlflow_tracking_uri": registry.tracking_uri,
+                "model_name": MODEL_NAME,
+                "compile_model": False,
+                **overrides,
+            }
         )
         client = TestClient(create_app(settings, feature_env.settings, clock=clock), raise_server_exceptions=False)
         client.__enter__()
@@ -136,6 +142,12 @@ def make_client(feature_env: FeatureEnv, registry: Registry) -> Iterator[AppFact
     yield make
     for c in opened:
         c.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def compile_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One compiled-model cache for the session: the champion compiles once (~20 s), then loads in ms."""
+    return tmp_path_factory.mktemp("compiled") / "cache"
 
 
 def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> bool:
@@ -159,5 +171,6 @@ def api_env(feature_env: FeatureEnv, registry: Registry) -> dict[str, str]:
         "SKEWLESS_REDIS_CONNECTION": feature_env.settings.redis_connection,
         "MLFLOW_TRACKING_URI": registry.tracking_uri,
         "SKEWLESS_MODEL_NAME": MODEL_NAME,
+        "SKEWLESS_COMPILE_MODEL": "false",  # as make_client: LightGBM scores unless a test asks
         "OTEL_SDK_DISABLED": "true",
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -31,18 +32,36 @@ def _same(a: object, b: object) -> bool:
 # stale yet. Three days later the activity views are (TTL 2 days) while billing is not: there
 # serving must null them and have Feast re-run the on-demand view, exactly as offline does.
 # Both readers: Feast's SDK, and the direct reader of Feast's Redis layout (waited for until its
-# start-up check has switched serving over to it).
-@pytest.mark.parametrize("reader", ["sdk", "direct"])
+# start-up check has switched serving over to it). Both scorers: LightGBM, and the model compiled
+# by lleaves (waited for until it is attached; the session's cache makes all but the first fast).
+@pytest.mark.parametrize(
+    ("reader", "scorer"),
+    [("sdk", "lightgbm"), ("direct", "lightgbm"), ("direct", "compiled")],
+    ids=["sdk-lightgbm", "direct-lightgbm", "direct-compiled"],
+)
 @pytest.mark.parametrize("days_later", [0, 3], ids=["now", "3-days-later"])
 def test_served_features_and_scores_equal_offline_point_in_time(
-    feature_env: FeatureEnv, registry: Registry, make_client: AppFactory, days_later: int, reader: str
+    feature_env: FeatureEnv,
+    registry: Registry,
+    make_client: AppFactory,
+    compile_cache: Path,
+    days_later: int,
+    reader: str,
+    scorer: str,
 ) -> None:
     now = time.time() + days_later * 86400
     # Serving and the offline query share one instant.
-    client = make_client(clock=lambda: now, feature_reader="sdk" if reader == "sdk" else "auto")
+    client = make_client(
+        clock=lambda: now,
+        feature_reader="sdk" if reader == "sdk" else "auto",
+        compile_model=scorer == "compiled",
+        compile_cache_dir=compile_cache,
+    )
     state = client.app.state.skewless  # type: ignore[attr-defined]
     model = state.holder.current
     assert wait_for(lambda: state.online.path(model.plan) == reader, timeout=30), state.online.path(model.plan)
+    assert wait_for(lambda: model.scorer == scorer, timeout=120), model.scorer  # a compile: ~20 s of CPU
+    assert client.get("/v1/model").json()["scorer"] == scorer
     users = sorted(pd.read_parquet(feature_env.data_dir / "users.parquet")["user_id"].unique())
     assert len(users) >= 200
 

@@ -33,6 +33,8 @@ pytestmark = pytest.mark.unit
 READ_ONLY_PATHS = {"repo_path", "redis_password_file", "api_key_file", "labels_file"}
 # Settings naming a folder the code writes, and the compose services that write it.
 WRITTEN_PATHS = {"data_dir": ("datagen", "validate")}
+# Per-container scratch: unset, they default under $TMPDIR, which every container mounts writable.
+SCRATCH_PATHS = {"compile_cache_dir"}
 # URI settings: a sqlite:/// or file path would be written, so in the stack they must be servers.
 SERVER_URIS = {"MLFLOW_TRACKING_URI": "http://", "SKEWLESS_FEAST_REGISTRY": "postgresql+psycopg://"}
 # Services that use MLflow / the Feast registry (and so must get a server URI, not the file default).
@@ -67,10 +69,19 @@ def workdir() -> str:
 
 def test_every_path_setting_is_classified() -> None:
     fields = set().union(*(path_fields(c) for c in SETTINGS))
-    assert fields <= READ_ONLY_PATHS | WRITTEN_PATHS.keys(), (
-        f"classify {sorted(fields - READ_ONLY_PATHS - WRITTEN_PATHS.keys())} in this test, "
+    assert fields <= READ_ONLY_PATHS | WRITTEN_PATHS.keys() | SCRATCH_PATHS, (
+        f"classify {sorted(fields - READ_ONLY_PATHS - WRITTEN_PATHS.keys() - SCRATCH_PATHS)} in this test, "
         "and mount a volume where it is written"
     )
+
+
+def test_scratch_paths_stay_under_tmpdir_in_every_deployment() -> None:
+    for cls in SETTINGS:
+        for name in SCRATCH_PATHS & set(cls.model_fields):
+            assert cls.model_fields[name].default is None, f"{name} must default under $TMPDIR"
+            var = f"SKEWLESS_{name.upper()}"
+            assert var not in dockerfile_env()
+            assert all(var not in service_env(svc) for svc in compose()["services"]), var
 
 
 def test_the_image_writes_only_under_tmp() -> None:
