@@ -59,7 +59,11 @@ COPY feature_repo/ /app/feature_repo/
 COPY training/ /app/training/
 COPY serving/ /app/serving/
 COPY observability/ /app/observability/
-RUN /opt/venv/bin/python -m compileall -q /app
+# Both optimisation levels: the API runs with -O (serving.server), which reads *.opt-1.pyc and,
+# with PYTHONDONTWRITEBYTECODE below, would otherwise recompile Feast, MLflow and the rest at
+# every start. UV_COMPILE_BYTECODE wrote only the plain level for the venv.
+RUN /opt/venv/bin/python -m compileall -q -j 0 -o 0 -o 1 /app \
+    && /opt/venv/bin/python -m compileall -qq -j 0 -o 1 /opt/venv/lib
 
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONPATH=/app \

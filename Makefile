@@ -25,7 +25,11 @@ $(VENV)/.synced: pyproject.toml uv.lock
 	@[ -x $(PY) ] || python3 -m venv $(VENV)
 	@[ -x $(VENV)/bin/uv ] || { $(PY) -m pip --version >/dev/null 2>&1 || $(PY) -m ensurepip -q; \
 		$(PY) -m pip install -q "uv==$(UV_VERSION)"; }
-	$(VENV)/bin/uv sync --frozen --python $(PY)
+	@# Bytecode compiled once here, for plain and -O runs (the API and the jobs run with -O): with
+	@# PYTHONDONTWRITEBYTECODE set (as on CI machines) every command would otherwise recompile
+	@# Feast, MLflow and the rest at each start.
+	$(VENV)/bin/uv sync --frozen --compile-bytecode --python $(PY)
+	@echo "compiling bytecode for python -O"; $(PY) -m compileall -qq -j 0 -o 1 $(VENV)/lib
 	@touch $@
 
 setup: $(VENV)/.synced ## Install Python deps into .venv (from uv.lock) and redis-server if missing
@@ -44,10 +48,10 @@ apply: redis-up ## feast apply the feature repo
 	@$(WITH_ENV) $(PY) -m feature_repo.pipeline.cli apply
 
 materialize: redis-up ## Incrementally materialize validated features into Redis
-	@$(WITH_ENV) $(PY) -m feature_repo.pipeline.cli materialize
+	@$(WITH_ENV) $(PY) -O -m feature_repo.pipeline.cli materialize
 
 train: redis-up ## Train, evaluate and register the churn model in MLflow (gated promotion)
-	@$(WITH_ENV) $(PY) -m training train
+	@$(WITH_ENV) $(PY) -O -m training train
 
 pipeline: ## data -> validate -> apply -> materialize -> train
 	@$(MAKE) --no-print-directory data validate apply materialize train

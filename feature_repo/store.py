@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-
-from feast import FeatureStore
+from typing import TYPE_CHECKING
 
 from feature_repo.settings import FeastSettings
+
+if TYPE_CHECKING:  # importing Feast takes seconds; `apply` only needs feast_env before its CLI child
+    from feast import FeatureStore
 
 
 def feast_env(settings: FeastSettings, socket_timeout: float | None = None) -> dict[str, str]:
@@ -21,5 +23,7 @@ def feast_env(settings: FeastSettings, socket_timeout: float | None = None) -> d
 
 def open_store(settings: FeastSettings, socket_timeout: float | None = None) -> FeatureStore:
     """A FeatureStore for the repo; the secret reaches Feast only through this process's env."""
+    from feast import FeatureStore
+
     os.environ.update(feast_env(settings, socket_timeout))
     return FeatureStore(repo_path=str(settings.repo_path))

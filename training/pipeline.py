@@ -73,6 +73,26 @@ def _windows(ds: Dataset, split: TimeSplit) -> dict[str, tuple[pd.Timestamp, pd.
     return out
 
 
+def _schema_witness(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows MLflow's schema inference needs to give ``frame``'s schema.
+
+    MLflow takes a column's type from its dtype or, for object columns, from the Python types of
+    its values, and marks a column optional when any value is missing (None, NaN, NA, NaT). The
+    first row, each column's first missing value, and for object columns the first value of each
+    Python type (missing values have types of their own) show it all of that.
+    """
+    rows = {0} if len(frame) else set()
+    for _, column in frame.items():
+        if column.dtype.kind == "O":
+            kinds = column.map(type)
+            rows.update(np.flatnonzero(~kinds.duplicated().to_numpy()).tolist())
+        else:
+            missing = column.isna().to_numpy()
+            if missing.any():
+                rows.add(int(missing.argmax()))
+    return frame.iloc[sorted(rows)]
+
+
 def _champion_scores(
     ds: Dataset,
     test: np.ndarray,
@@ -216,6 +236,11 @@ def run_training(
                     dataset = from_pandas(
                         part, source=ds.source, targets=ds.label, name=name, digest=content_hash(part)[:16]
                     )
+                    # MLflow infers the schema value by value in Python (5-10 s for these three
+                    # parts on 100k users); the same inference on a few witness rows gives the same schema. The
+                    # property is a functools.cached_property, so seeding its cache is enough.
+                    witness = _schema_witness(part)
+                    dataset.__dict__["schema"] = from_pandas(witness, source=ds.source, digest="-").schema
                     mlflow.log_input(dataset, context=name)
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp)
