@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -134,13 +135,18 @@ class BulkHistogram(Collector):
         self.name = name
         self.documentation = documentation
         self.bounds = np.asarray(sorted(buckets), dtype=np.float64)  # +Inf is the extra last bucket
+        self._bounds = self.bounds.tolist()
         self.counts = np.zeros(len(self.bounds) + 1, dtype=np.int64)
         self.total = 0.0
         registry.register(self)
 
     def observe_many(self, values: np.ndarray) -> None:
         """Count ``values``: bucket ``le=b`` takes every value <= b, as Prometheus defines it."""
-        if values.size:
+        if values.size == 1:  # a single-entity request: numpy's call overhead would dominate
+            value = float(values[0])
+            self.counts[bisect_left(self._bounds, value)] += 1
+            self.total += value
+        elif values.size:
             self.counts += np.bincount(np.searchsorted(self.bounds, values, side="left"), minlength=len(self.counts))
             self.total += float(values.sum())
 

@@ -109,7 +109,7 @@ async def predict(
         stale += r.stale
         out.append(_prediction(model, r, status[i], scores.get(i), include_features))
     # Counted once per request and label, not once per row: a batch's label lookups dominated it.
-    for label, n in Counter(status).items():
+    for label, n in Counter(status).items() if len(status) > 1 else ((s, 1) for s in status):
         m.count_predictions(label, n)
     m.observe_rows(missing, stale)
     return out

@@ -30,7 +30,10 @@ def test_bulk_histogram_matches_prometheus_histogram_on_bucket_edges() -> None:
     values = np.concatenate([np.array(bounds), np.nextafter(np.array(bounds), 2), [0.0, 1.0, 1.5], rng.random(500)])
     for v in values:
         h.observe(float(v))
-    for chunk in np.array_split(values, 7):  # a request's scores at a time
+    half = len(values) // 2
+    for v in values[:half]:  # single-entity requests: one score each
+        bulk.observe_many(np.array([v]))
+    for chunk in np.array_split(values[half:], 7):  # batches
         bulk.observe_many(chunk)
     bulk.observe_many(np.array([]))
     want, got = _samples(reference), _samples(ours)
