@@ -45,7 +45,7 @@ async def _warm_up(state: AppState) -> None:
     try:
         await state.online.fetch(model.plan, ["__warm_up__"], state.clock())
     except Exception as e:  # a failed warm-up is not fatal; /ready reports Redis
-        log.warning("warm-up read failed: %s", type(e).__name__)
+        log.warning("warm-up read failed (the first request may be slow): %s: %s", type(e).__name__, e)
 
 
 def create_app(
