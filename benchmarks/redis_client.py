@@ -28,10 +28,21 @@ from typing import Any
 import redis
 import redis.asyncio as aioredis
 import uvloop
+from redis.asyncio.connection import Connection as AsyncConnection
+from redis.connection import HiredisRespSerializer  # type: ignore[attr-defined]  # stubs predate it
 
-from serving.features import _HiredisPackedConnection
 from serving.redis_wire import RedisWire
 from tests.support import RedisProcess, free_port
+
+
+class _HiredisPackedConnection(AsyncConnection):
+    """The reference: redis-py's asyncio connection with the C packer its sync connection uses,
+    as serving read Redis before RedisWire."""
+
+    _packer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        return self._packer.pack(*args)
 
 
 def populate(client: redis.Redis, keys: list[bytes], fields: tuple[bytes | str, ...]) -> None:

@@ -17,7 +17,6 @@ from feature_repo.settings import FeastSettings
 from observability.logs import setup_logging
 from observability.settings import TelemetrySettings
 from serving.errors import OrjsonResponse, install_error_handlers
-from serving.fast_path import PREFIX, PredictFastPath
 from serving.limits import BodySizeLimit, ConcurrencyLimit, document_limits
 from serving.memory import release_free_heap
 from serving.metrics import Metrics, RequestTimer
@@ -126,6 +125,7 @@ def create_app(
         lifespan=lifespan,
         default_response_class=OrjsonResponse,
     )
+    from serving.fast_path import PREFIX, PredictFastPath  # here, like the routes: it imports the model code
     from serving.routes import health, model, predict
 
     install_error_handlers(app)

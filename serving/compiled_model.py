@@ -40,6 +40,8 @@ from typing import Any
 import lightgbm
 import numpy as np
 
+from serving.child import run_python
+
 log = logging.getLogger(__name__)
 
 TOLERANCE = 1e-9  # the skew test's bound between served and offline scores
@@ -259,20 +261,11 @@ _CHILD = (
 def _build_in_child(model_text: str, obj: Path, timeout_s: float) -> None:
     root = str(Path(__file__).resolve().parents[1])
     try:
-        proc = subprocess.run(  # noqa: S603  # nosec B603 - fixed argv, our own interpreter
-            [sys.executable, "-c", _CHILD, root, str(obj)],
-            input=model_text.encode(),
-            # Only what Python needs: the parent's env holds the Redis password and the API key.
-            env={k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "LC_ALL", "HOME", "TMPDIR")},
-            capture_output=True,
-            timeout=timeout_s,
-            check=False,
-        )
+        why = run_python(_CHILD, root, str(obj), stdin=model_text.encode(), timeout_s=timeout_s)
     except subprocess.TimeoutExpired as e:
         raise CompileError(f"compile did not finish in {timeout_s:.0f} s") from e
-    if proc.returncode != 0:
-        lines = proc.stderr.decode(errors="replace").strip().splitlines()
-        raise CompileError(f"compile failed: {lines[-1][:300] if lines else f'exit {proc.returncode}'}")
+    if why is not None:
+        raise CompileError(f"compile failed: {why}")
 
 
 def _child_main() -> None:

@@ -21,10 +21,7 @@ from feast.on_demand_feature_view import OnDemandFeatureView
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.types import Bool, Float32, Float64, Int32, Int64
 from opentelemetry.util.types import AttributeValue
-from redis.asyncio.connection import Connection as AsyncConnection
-from redis.connection import HiredisRespSerializer  # type: ignore[attr-defined]  # stubs predate it
 from redis.exceptions import RedisError, ResponseError
-from redis.utils import HIREDIS_AVAILABLE
 
 from feature_repo.contract import Contract
 from serving.redis_wire import RedisWire, UnsupportedConfigError
@@ -224,19 +221,6 @@ def _drop_stale(
                 rows[i][c] = values[k]
 
 
-class _HiredisPackedConnection(AsyncConnection):
-    """redis-py's asyncio connection, packing commands in C with the serializer its sync connection uses.
-
-    The asyncio connection packs in Python: for a batch of 100 HMGETs of 21 fields that was the
-    largest single cost of the request.
-    """
-
-    _packer = HiredisRespSerializer()
-
-    def pack_command(self, *args: Any) -> list[bytes]:
-        return self._packer.pack(*args)
-
-
 class OnlineFeatures:
     """Reads a plan's features for some entities in one pipelined Redis round trip.
 
@@ -269,21 +253,13 @@ class OnlineFeatures:
         if reader == "auto":
             from feast.infra.online_stores.redis import RedisOnlineStore
 
-            # Same parse as Feast's own client, so timeouts, TLS and credentials match; redis-py
-            # (with hiredis) reconnects by itself after a Redis restart.
+            # Same parse as Feast's own client, so timeouts, TLS and credentials match. redis-py
+            # serves the start-up check's SCAN, and the reads when RedisWire cannot take the
+            # connection (TLS); it reconnects by itself after a Redis restart.
             conn = getattr(store.config.online_store, "connection_string", "")
             nodes, params = RedisOnlineStore._parse_connection_string(conn)
-            if nodes and HIREDIS_AVAILABLE and not params.get("ssl"):  # redis-py's own test for its C packer
-                pool = aioredis.ConnectionPool(
-                    connection_class=_HiredisPackedConnection,
-                    host=nodes[0]["host"],
-                    port=int(nodes[0]["port"]),
-                    **params,
-                )
-                self._redis = aioredis.Redis.from_pool(pool)  # type: ignore[attr-defined]  # owns the pool; stubs predate it
-            elif nodes:
-                self._redis = aioredis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **params)
             if nodes:
+                self._redis = aioredis.Redis(host=nodes[0]["host"], port=int(nodes[0]["port"]), **params)
                 try:
                     self._wire = RedisWire.from_feast_params(nodes[0]["host"], nodes[0]["port"], params)
                 except UnsupportedConfigError as e:  # e.g. TLS: redis-py reads instead

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import subprocess
-import sys
 import tempfile
 import threading
 from dataclasses import dataclass, field
@@ -23,6 +22,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
 from feature_repo.contract import Contract, contract_for
+from serving.child import run_python
 from serving.compiled_model import Scorer, compile_scorer
 from serving.features import FeaturePlan, PlanError
 from serving.memory import release_free_heap
@@ -154,20 +154,10 @@ PARSE_TIMEOUT_S = 60.0
 def _parse_in_child(name: str, text: str) -> None:
     """ModelRefusedError unless a child process parses ``text`` as a LightGBM model."""
     try:
-        proc = subprocess.run(  # noqa: S603  # nosec B603 - fixed argv, our own interpreter
-            [sys.executable, "-c", _PARSE_CHECK],
-            input=text.encode(),
-            # Only what Python needs: the parent's env holds the Redis password and the API key.
-            env={k: v for k, v in os.environ.items() if k in ("PATH", "PYTHONPATH", "LANG", "LC_ALL", "HOME")},
-            capture_output=True,
-            timeout=PARSE_TIMEOUT_S,
-            check=False,
-        )
+        why = run_python(_PARSE_CHECK, stdin=text.encode(), timeout_s=PARSE_TIMEOUT_S)
     except subprocess.TimeoutExpired as e:
         raise ModelRefusedError(f"corrupt model file {name}: parsing did not finish in {PARSE_TIMEOUT_S:.0f} s") from e
-    if proc.returncode != 0:
-        lines = proc.stderr.decode(errors="replace").strip().splitlines()
-        why = lines[-1][:300] if lines else f"parser exited with {proc.returncode}"
+    if why is not None:
         raise ModelRefusedError(f"corrupt model file {name}: {why}")
 
 

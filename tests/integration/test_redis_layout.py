@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import time
 
@@ -142,21 +143,18 @@ def test_the_start_up_check_catches_a_reader_that_disagrees_with_feast(
             def sdk(ids: list[str], t: float) -> object:
                 return online._sdk(plan, ids, t)
 
-            right, wrong = RedisLayout(online.store, plan), _WrongKeys(online.store, plan)
-            good = await canary_mismatch(
-                online._redis,  # type: ignore[arg-type]
-                right,
-                lambda ids: online._hmget(right, ids),
-                sdk,  # type: ignore[arg-type]
-                time.time(),
-            )
-            bad = await canary_mismatch(
-                online._redis,  # type: ignore[arg-type]
-                wrong,
-                lambda ids: online._hmget(wrong, ids),
-                sdk,  # type: ignore[arg-type]
-                time.time(),
-            )
+            answers = []
+            for layout in (RedisLayout(online.store, plan), _WrongKeys(online.store, plan)):
+                answers.append(
+                    await canary_mismatch(
+                        online._redis,
+                        layout,
+                        functools.partial(online._hmget, layout),
+                        sdk,  # type: ignore[arg-type]
+                        time.time(),
+                    )
+                )
+            good, bad = answers
             return good, bad
         finally:
             await online.close()
