@@ -15,16 +15,17 @@ from contextlib import contextmanager
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
-from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler, _get_from_env_or_default
 
+from observability.lean_tracer import LeanTracerProvider
 from observability.settings import TelemetrySettings
 from observability.slow_traces import KeepSlowTraces, RecordAlwaysSampler
 
 log = logging.getLogger(__name__)
 
-_provider: TracerProvider | None = None
+_provider: LeanTracerProvider | None = None
 
 
 def sdk_disabled() -> bool:
@@ -78,10 +79,12 @@ def _resource(default_service: str) -> Resource:
     return resource
 
 
-def setup_tracing(default_service: str, settings: TelemetrySettings) -> TracerProvider | None:
+def setup_tracing(default_service: str, settings: TelemetrySettings) -> LeanTracerProvider | None:
     """The process's TracerProvider, built on the first call; None when OTEL_SDK_DISABLED=true.
 
     Later calls return the same provider: OpenTelemetry allows one global provider per process.
+    It is ``LeanTracerProvider`` (a fifth of the SDK's cost a span, see its module), with the
+    SDK's samplers, resource and processors.
     """
     global _provider
     if sdk_disabled():
@@ -89,16 +92,14 @@ def setup_tracing(default_service: str, settings: TelemetrySettings) -> TracerPr
     if _provider is not None:
         return _provider
     exporting = _exporting_processor(settings.native_export) if settings.trace_export else None
-    # None: the SDK builds it from OTEL_TRACES_SAMPLER(_ARG). Without an exporter nothing would
+    # The SDK builds the sampler from OTEL_TRACES_SAMPLER(_ARG). Without an exporter nothing would
     # read a recorded span, so record none; spans still get trace ids for logs and headers.
-    sampler: Sampler | None = None if exporting else ALWAYS_OFF
+    sampler: Sampler = _get_from_env_or_default() if exporting else ALWAYS_OFF
     processor: SpanProcessor | None = exporting
     if exporting is not None and settings.keep_slow_traces:
-        from opentelemetry.sdk.trace.sampling import _get_from_env_or_default
-
-        sampler = RecordAlwaysSampler(_get_from_env_or_default())
+        sampler = RecordAlwaysSampler(sampler)
         processor = KeepSlowTraces(exporting, settings.slow_request_ms / 1000)
-    provider = TracerProvider(resource=_resource(default_service), sampler=sampler)
+    provider = LeanTracerProvider(_resource(default_service), sampler)
     if processor is not None:
         provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)

@@ -16,8 +16,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator, MutableMapping
-from contextlib import contextmanager
+from collections.abc import MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +26,7 @@ from fastapi.telemetry import TelemetryConfig
 from opentelemetry import context, propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
-from opentelemetry.trace import Span, SpanContext
+from opentelemetry.trace import Span, SpanContext, SpanKind
 from opentelemetry.util.types import AttributeValue
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -65,54 +64,67 @@ def count_entities(n: int) -> None:
         stats.entities = n
 
 
-@contextmanager
-def stage(name: str, attributes: dict[str, AttributeValue] | None = None, current: bool = True) -> Iterator[Span]:
+class _Block:
+    """One span around a block: started, made current if asked, ended; exceptions recorded on it.
+
+    A class rather than a generator context manager: this runs two or three times a request,
+    and the generator form (nested in the API's ``start_as_current_span`` and ``use_span``)
+    cost about as much CPU as the span itself.
+    """
+
+    __slots__ = ("attributes", "current", "kind", "name", "span", "t0", "timed", "token")
+
+    def __init__(
+        self, name: str, attributes: dict[str, AttributeValue] | None, kind: SpanKind, current: bool, timed: bool
+    ) -> None:
+        self.name = name
+        self.attributes = attributes
+        self.kind = kind
+        self.current = current
+        self.timed = timed
+        self.token: object | None = None
+        self.span: Span = trace.INVALID_SPAN
+
+    def __enter__(self) -> Span:
+        self.t0 = time.perf_counter()
+        if not _spans_on:
+            self.span = trace.INVALID_SPAN  # accepts attributes and drops them, for free
+            return self.span
+        self.span = span = _tracer.start_span(self.name, kind=self.kind, attributes=self.attributes)
+        if self.current:
+            self.token = context.attach(trace.set_span_in_context(span))
+        return span
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
+        span = self.span
+        if self.token is not None:
+            context.detach(self.token)  # type: ignore[arg-type]  # the token attach returned
+        if exc is not None and span.is_recording():
+            if isinstance(exc, Exception):  # as the API's use_span: cancellation is not an error event
+                span.record_exception(exc)
+            span.set_status(trace.StatusCode.ERROR, f"{type(exc).__name__}: {exc}")
+        span.end()
+        if self.timed:
+            stats = _stats.get()
+            if stats is not None:
+                stats.stages_ms[self.name] = round((time.perf_counter() - self.t0) * 1e3, 3)
+
+
+def stage(name: str, attributes: dict[str, AttributeValue] | None = None, current: bool = True) -> _Block:
     """A child span of the current request, timed into its stats; exceptions are recorded on it.
 
     ``current=False`` for a stage that starts no spans of its own: the span is then not made the
-    current one, which saves the context switch in and out (about a third of a span's cost).
+    current one, which saves the context switch in and out.
     """
-    t0 = time.perf_counter()
-    try:
-        if not _spans_on:
-            yield trace.INVALID_SPAN  # accepts attributes and drops them, for free
-        elif current:
-            with _tracer.start_as_current_span(name, attributes=attributes) as span:
-                yield span
-        else:
-            span = _tracer.start_span(name, attributes=attributes)
-            with _ending(span):
-                yield span
-    finally:
-        stats = _stats.get()
-        if stats is not None:
-            stats.stages_ms[name] = round((time.perf_counter() - t0) * 1e3, 3)
+    return _Block(name, attributes, SpanKind.INTERNAL, current, timed=True)
 
 
-@contextmanager
-def client_span(name: str, attributes: dict[str, AttributeValue]) -> Iterator[None]:
+def client_span(name: str, attributes: dict[str, AttributeValue]) -> _Block:
     """A CLIENT span for one call to another service (a Redis round trip of ``serving.redis_wire``).
 
     A child of the current stage, not made current itself: nothing runs inside it that traces.
     """
-    if not _spans_on:
-        yield
-        return
-    with _ending(_tracer.start_span(name, kind=trace.SpanKind.CLIENT, attributes=attributes)):
-        yield
-
-
-@contextmanager
-def _ending(span: Span) -> Iterator[None]:
-    """End ``span`` on exit, recording an exception as start_as_current_span would."""
-    try:
-        yield
-    except BaseException as e:
-        span.record_exception(e)
-        span.set_status(trace.StatusCode.ERROR, f"{type(e).__name__}: {e}")
-        raise
-    finally:
-        span.end()
+    return _Block(name, attributes, SpanKind.CLIENT, current=False, timed=False)
 
 
 def _local_trace_context(scope: Scope) -> Context:
@@ -207,10 +219,11 @@ def instrument(app: FastAPI, settings: TelemetrySettings) -> None:
 
     The server span itself comes from FastAPI (``fastapi_telemetry``, passed to ``FastAPI()``).
     """
-    global _spans_on
+    global _spans_on, _tracer
     provider = setup_tracing(SERVICE_NAME, settings)
     if provider is None:
         return
+    _tracer = provider.get_tracer("skewless.serving")  # the real one, not the API's proxy
     if settings.trace_export:
         from opentelemetry.instrumentation.redis import RedisInstrumentor
 

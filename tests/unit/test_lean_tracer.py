@@ -1,0 +1,203 @@
+"""LeanTracerProvider gives what the SDK's TracerProvider gives: the same OTLP bytes for the same
+spans (ids and times aside), the same sampling decisions, limits and error semantics."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import pytest
+from opentelemetry import context, trace
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+
+from observability.lean_tracer import LeanTracerProvider
+from observability.slow_traces import RecordAlwaysSampler
+
+pytestmark = pytest.mark.unit
+
+RESOURCE = Resource.create({"service.name": "lean-test"})
+Built = tuple[trace.TracerProvider, InMemorySpanExporter]
+
+
+def lean(sampler: Sampler = ALWAYS_ON, limits: SpanLimits | None = None) -> Built:
+    exporter = InMemorySpanExporter()
+    provider = LeanTracerProvider(RESOURCE, sampler, limits, shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+def sdk(sampler: Sampler = ALWAYS_ON, limits: SpanLimits | None = None) -> Built:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(sampler=sampler, resource=RESOURCE, span_limits=limits, shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider, exporter
+
+
+def a_request(provider: trace.TracerProvider) -> None:
+    """What a prediction does, plus the API calls instrumentations make: every kind of field."""
+    tracer = provider.get_tracer("skewless.test", "1.2", schema_url="https://opentelemetry.io/schemas/1.44.0")
+    other = SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=TraceFlags(TraceFlags.SAMPLED))
+    server = tracer.start_span(
+        "GET",
+        kind=SpanKind.SERVER,
+        attributes={"http.request.method": "GET", "server.port": 8000, "url.path": "/v1/predict/u1"},
+        links=[Link(other, {"why": "batch"})],
+    )
+    token = context.attach(trace.set_span_in_context(server))
+    try:
+        with tracer.start_as_current_span("feature_retrieval", attributes={"entity_count": 2}) as features:
+            features.set_attribute("tags", ["a", "b"])
+            features.set_attributes({"ratio": 0.5, "ok": True})
+            features.add_event("cache miss", {"keys": 2})
+            with tracer.start_span("HMGET", kind=SpanKind.CLIENT, attributes={"db.system": "redis"}):
+                pass
+        with pytest.raises(ValueError), tracer.start_as_current_span("model_inference"):
+            raise ValueError("bad row")
+        server.update_name("GET /v1/predict/{entity_id}")
+        server.set_attribute("http.response.status_code", 200)
+        server.set_status(StatusCode.OK)
+        server.set_status(StatusCode.ERROR, "ignored: OK is final")
+    finally:
+        context.detach(token)
+        server.end()
+
+
+def normalised(spans: tuple[ReadableSpan, ...]) -> ExportTraceServiceRequest:
+    """The OTLP request the exporters would send, with ids, times and stack traces made comparable."""
+    request = encode_spans(spans)
+    ids: dict[bytes, bytes] = {}
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                for field in ("trace_id", "span_id", "parent_span_id"):
+                    value = getattr(span, field)
+                    if value:
+                        setattr(span, field, ids.setdefault(value, len(ids).to_bytes(8, "big")))
+                span.start_time_unix_nano = span.end_time_unix_nano = 0
+                for event in span.events:
+                    event.time_unix_nano = 0
+                    for kv in event.attributes:
+                        if kv.key == "exception.stacktrace":
+                            kv.value.string_value = kv.value.string_value.splitlines()[-1]
+    return request
+
+
+def test_the_same_spans_encode_to_the_same_otlp_request_as_the_sdk() -> None:
+    results = []
+    for build in (sdk, lean):
+        provider, exporter = build()
+        a_request(provider)
+        spans = exporter.get_finished_spans()
+        assert [s.name for s in spans] == [
+            "HMGET",
+            "feature_retrieval",
+            "model_inference",
+            "GET /v1/predict/{entity_id}",
+        ]
+        results.append(normalised(spans))
+    assert results[1] == results[0]
+    assert results[0].ByteSize() > 500  # the comparison covered real content
+
+
+def test_errors_are_recorded_as_the_sdk_records_them() -> None:
+    provider, exporter = lean()
+    a_request(provider)
+    failed = next(s for s in exporter.get_finished_spans() if s.name == "model_inference")
+    assert failed.status.status_code is StatusCode.ERROR
+    assert failed.status.description == "ValueError: bad row"
+    (event,) = failed.events
+    assert event.name == "exception"
+    assert event.attributes is not None and event.attributes["exception.type"] == "ValueError"
+    server = exporter.get_finished_spans()[-1]
+    assert server.status.status_code is StatusCode.OK
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        ALWAYS_ON,
+        ALWAYS_OFF,
+        ParentBased(TraceIdRatioBased(0.5)),
+        TraceIdRatioBased(0.5),
+        RecordAlwaysSampler(ALWAYS_OFF),
+    ],
+    ids=["always_on", "always_off", "parentbased_ratio", "ratio", "record_always"],
+)
+def test_sampling_decisions_match_the_sdk_for_roots_children_and_remote_parents(sampler: Sampler) -> None:
+    def decisions(build: Callable[..., Built]) -> list[tuple[bool, bool]]:
+        provider, _ = build(sampler)
+        tracer = provider.get_tracer("t")
+        seen = []
+        for trace_id in range(1, 2**64, 2**58 + 12345):  # ids either side of the ratio's bound
+            for remote_flags in (TraceFlags.SAMPLED, TraceFlags.DEFAULT):
+                remote = SpanContext(trace_id, 7, is_remote=True, trace_flags=TraceFlags(remote_flags))
+                parent_ctx = trace.set_span_in_context(NonRecordingSpan(remote))
+                root = tracer.start_span("root", context=parent_ctx)
+                child = tracer.start_span("child", context=trace.set_span_in_context(root))
+                for span in (root, child):
+                    seen.append((span.is_recording(), span.get_span_context().trace_flags.sampled))
+                    assert span.get_span_context().trace_id == trace_id
+                child.end()
+                root.end()
+        return seen
+
+    assert decisions(lean) == decisions(sdk)
+
+
+def test_a_fresh_root_gets_a_new_trace_and_children_share_it() -> None:
+    provider, exporter = lean()
+    tracer = provider.get_tracer("t")
+    with tracer.start_as_current_span("root") as root, tracer.start_as_current_span("child") as child:
+        assert child.get_span_context().trace_id == root.get_span_context().trace_id
+    child_span, root_span = exporter.get_finished_spans()
+    assert root_span.parent is None
+    assert child_span.parent is not None and child_span.parent.span_id == root.get_span_context().span_id
+
+
+def test_limits_drop_the_oldest_attributes_and_events_and_truncate_strings() -> None:
+    limits = SpanLimits(max_span_attributes=2, max_events=1, max_attribute_length=3)
+    provider, exporter = lean(limits=limits)
+    span = provider.get_tracer("t").start_span("s", attributes={"a": 1, "b": 2})
+    span.set_attribute("c", "long value")
+    span.add_event("first")
+    span.add_event("second")
+    span.end()
+    (done,) = exporter.get_finished_spans()
+    assert dict(done.attributes or {}) == {"b": 2, "c": "lon"}
+    assert done.dropped_attributes == 1
+    assert [e.name for e in done.events] == ["second"]
+    assert done.dropped_events == 1
+
+
+def test_an_ended_span_ignores_writes_and_is_exported_once(caplog: pytest.LogCaptureFixture) -> None:
+    provider, exporter = lean()
+    span = provider.get_tracer("t").start_span("s")
+    span.end()
+    with caplog.at_level(logging.WARNING):
+        span.set_attribute("late", 1)
+        span.set_status(Status(StatusCode.ERROR))
+        span.end()
+    (done,) = exporter.get_finished_spans()
+    assert "late" not in (done.attributes or {})
+    assert done.status.status_code is StatusCode.UNSET
+    assert not span.is_recording()
+    assert "ended span" in caplog.text
+
+
+def test_odd_attribute_values_are_cleaned_as_the_sdk_cleans_them() -> None:
+    values = {"tuple": (1, 2), "nested": [["x"]], "none": None, "bytes": b"\x00", "obj": object(), "": 1}
+    kept = []
+    for build in (sdk, lean):
+        provider, exporter = build()
+        span = provider.get_tracer("t").start_span("s")
+        span.set_attributes(values)  # type: ignore[arg-type]  # deliberately not AnyValue
+        span.end()
+        kept.append(dict(exporter.get_finished_spans()[0].attributes or {}))
+    assert kept[1] == kept[0]
