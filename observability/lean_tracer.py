@@ -58,19 +58,19 @@ class LeanSpan(trace.Span):
     """A recording span; once ended it is also the ReadableSpan handed to the processors."""
 
     __slots__ = (
-        "_attributes",
-        "_events",
-        "_links",
         "_record_exception",
         "_set_status_on_exception",
         "_tracer",
+        "attributes",
         "context",
         "dropped_attributes",
         "dropped_events",
         "dropped_links",
         "end_time",
+        "events",
         "instrumentation_scope",
         "kind",
+        "links",
         "name",
         "parent",
         "resource",
@@ -101,9 +101,9 @@ class LeanSpan(trace.Span):
         self.status = _UNSET
         self.end_time: int | None = None
         self.dropped_attributes = self.dropped_events = self.dropped_links = 0
-        self._attributes: dict[str, AttributeValue] = {}
-        self._events: list[Event] = []
-        self._links: list[Link] = []
+        self.attributes: dict[str, AttributeValue] = {}  # read-only once ended, as ReadableSpan's
+        self.events: list[Event] = []
+        self.links: list[Link] = []
         self._record_exception = record_exception
         self._set_status_on_exception = set_status_on_exception
         if attributes:
@@ -112,22 +112,8 @@ class LeanSpan(trace.Span):
             self._add_link(link)
         self.start_time = start_time if start_time is not None else time_ns()
 
-    # ReadableSpan's read side, as the processors and exporters use it.
-    @property
-    def attributes(self) -> Mapping[str, AttributeValue]:
-        """The span's attributes (cleaned, at most the attribute-count limit)."""
-        return self._attributes
-
-    @property
-    def events(self) -> Sequence[Event]:
-        """Events in the order they were added, the oldest dropped past the limit."""
-        return tuple(self._events)
-
-    @property
-    def links(self) -> Sequence[Link]:
-        """Links given at start or added later."""
-        return tuple(self._links)
-
+    # ReadableSpan's read side is plain slots (name, context, attributes, events, ...): the native
+    # exporter reads a dozen of them per span, and a slot is cheaper to read than a property.
     def get_span_context(self) -> SpanContext:
         """The span's own context (ids, flags, trace state)."""
         return self.context
@@ -153,9 +139,9 @@ class LeanSpan(trace.Span):
             return
         limits = self._tracer.limits
         cleaned = _cleaned(attributes, limits.max_event_attributes, limits.max_attribute_length)
-        self._events.append(Event(name, cleaned, time_ns() if timestamp is None else timestamp))
-        if limits.max_events is not None and len(self._events) > limits.max_events:
-            del self._events[0]
+        self.events.append(Event(name, cleaned, time_ns() if timestamp is None else timestamp))
+        if limits.max_events is not None and len(self.events) > limits.max_events:
+            del self.events[0]
             self.dropped_events += 1
 
     def add_link(self, context: SpanContext, attributes: Attributes = None) -> None:
@@ -234,7 +220,7 @@ class LeanSpan(trace.Span):
     def _set(self, attributes: Mapping[str, AttributeValue]) -> None:
         limits = self._tracer.limits
         max_len = limits.max_attribute_length
-        own = self._attributes
+        own = self.attributes
         for key, value in attributes.items():
             if not key or not isinstance(key, str):
                 log.warning("invalid attribute key %r: must be a non-empty string; dropped", key)
@@ -253,11 +239,16 @@ class LeanSpan(trace.Span):
         if not link.context.is_valid and not link.attributes and not link.context.trace_state:
             return
         limits = self._tracer.limits
-        if limits.max_links is not None and len(self._links) >= limits.max_links:
+        if limits.max_links is not None and len(self.links) >= limits.max_links:
             self.dropped_links += 1
             return
         attributes = _cleaned(link.attributes, limits.max_link_attributes, limits.max_attribute_length)
-        self._links.append(Link(link.context, attributes))
+        self.links.append(Link(link.context, attributes))
+
+
+def _overrides(processor: SpanProcessor, method: str) -> bool:
+    """Whether ``processor`` does more in ``method`` than the base class's no-op."""
+    return getattr(type(processor), method) is not getattr(SpanProcessor, method)
 
 
 def _cleaned(attributes: Attributes, max_count: int | None, max_len: int | None) -> dict[str, AttributeValue]:
@@ -278,7 +269,8 @@ class LeanTracer(trace.Tracer):
         self.scope = scope
         self.resource = provider.resource
         self.limits = provider.limits
-        self.processors = provider.processors  # the provider's list, so later additions apply
+        self.processors = provider.processors  # the provider's lists, so later additions apply
+        self._starters = provider.starters
         self._sampler = provider.sampler
         self._ids = provider.id_generator
 
@@ -323,7 +315,7 @@ class LeanTracer(trace.Tracer):
             record_exception,
             set_status_on_exception,
         )
-        for processor in self.processors:
+        for processor in self._starters:
             processor.on_start(span, context)  # type: ignore[arg-type]  # LeanSpan has the Span API
         return span
 
@@ -364,6 +356,9 @@ class LeanTracerProvider(trace.TracerProvider):
         self.limits = limits or SpanLimits()  # reads OTEL_SPAN_*_LIMIT and OTEL_ATTRIBUTE_* itself
         self.id_generator = id_generator or RandomIdGenerator()
         self.processors: list[SpanProcessor] = []
+        # Only processors that do something when a span starts are called then: the exporting
+        # ones do nothing, and the call is a measurable part of a cheap span.
+        self.starters: list[SpanProcessor] = []
         self._shut_down = False
         if shutdown_on_exit:
             atexit.register(self.shutdown)
@@ -382,6 +377,8 @@ class LeanTracerProvider(trace.TracerProvider):
     def add_span_processor(self, processor: SpanProcessor) -> None:
         """Processors see every span, in the order they were added."""
         self.processors.append(processor)
+        if _overrides(processor, "on_start"):
+            self.starters.append(processor)
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         """Flush every processor; False if one did not finish in time."""

@@ -12,7 +12,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceState
 from opentelemetry.util.types import Attributes
@@ -70,16 +70,16 @@ def _as_sampled(span: ReadableSpan) -> ReadableSpan:
 
 
 class KeepSlowTraces(SpanProcessor):
-    """Passes sampled spans to ``exporting``; holds unsampled ones and passes a trace on only if slow."""
+    """Passes sampled spans to ``exporting``; holds unsampled ones and passes a trace on only if slow.
+
+    ``exporting`` is a batching exporter's processor (fastotel's or the SDK's BatchSpanProcessor),
+    which does nothing when a span starts, so neither does this.
+    """
 
     def __init__(self, exporting: SpanProcessor, threshold_s: float) -> None:
         self.exporting = exporting
         self.threshold_ns = int(threshold_s * 1e9)
         self._pending: OrderedDict[int, list[ReadableSpan]] = OrderedDict()
-
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        """Nothing to do until spans end."""
-        self.exporting.on_start(span, parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
         """Export sampled spans now; decide on unsampled traces when their local root ends."""
