@@ -7,6 +7,7 @@ take a lot of memory; in a child, none of that reaches the server.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
@@ -29,5 +30,15 @@ def run_python(code: str, *args: str, stdin: bytes, timeout_s: float) -> str | N
     )
     if proc.returncode == 0:
         return None
+    if proc.returncode < 0:  # killed: what it printed last is noise (LightGBM dumps the bytes it choked on)
+        return f"the child process died ({_signal_name(-proc.returncode)})"
     lines = proc.stderr.decode(errors="replace").strip().splitlines()
     return lines[-1][:300] if lines else f"exit {proc.returncode}"
+
+
+def _signal_name(number: int) -> str:
+    """SIGSEGV for 11; the bare number for a signal Python does not name."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"

@@ -8,14 +8,22 @@ Runs uvicorn with uvloop and httptools, no reload and no access log, and keeps s
 - ``-O`` turns off typeguard's ``@typechecked`` instrumentation of Feast's classes, which
   re-compiles their methods at import and type-checks every call. It also drops ``assert``
   statements; serving uses them only to narrow types, never to validate input.
+- The cyclic garbage collector is off until the app's lifespan has loaded the model and frozen
+  what start-up built: collections during start-up cost ~1 s of CPU, and the start-up cycles
+  they would have freed (~0.4 MB of RSS) are kept instead.
 """
 
 from __future__ import annotations
 
+import gc
 import sys
 
 # Module level, so uvicorn's spawned workers (which re-import this module) block it too.
 sys.modules.setdefault("sklearn", None)  # type: ignore[arg-type]  # None makes `import sklearn` fail fast
+# No cyclic garbage collection during start-up: its imports and objects (~600k, nearly all kept for
+# the life of the process) made the collector walk the growing heap again and again, ~1 s of CPU.
+# The app's lifespan freezes what start-up built, then turns the collector back on.
+gc.disable()
 
 import typer  # noqa: E402  # after the block above, on purpose
 import uvicorn  # noqa: E402
@@ -31,6 +39,8 @@ def main(
     log_level: str = typer.Option("warning", help="uvicorn's own log level."),
 ) -> None:
     """Serve ``serving.app:create_app`` with production settings."""
+    if workers > 1:
+        gc.enable()  # this process only supervises; each worker starts (and re-enables) on its own
     uvicorn.run(
         "serving.app:create_app",
         factory=True,
