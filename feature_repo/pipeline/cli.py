@@ -80,15 +80,13 @@ def materialize_cmd(
     from datetime import datetime
 
     from feature_repo.pipeline.materialize import NotValidatedError, materialize
-    from feature_repo.store import open_store
 
-    settings = get_feast_settings()
-    store = open_store(settings)
     t0 = time.perf_counter()
+    settings = get_feast_settings()
     end_dt = datetime.fromisoformat(end).astimezone(UTC) if end else None
     try:
         with traced_run(SERVICE_NAME, "materialize"):
-            done = materialize(store, settings, end_dt)
+            done = materialize(None, settings, end_dt)  # no store: Feast is imported only if needed
     except NotValidatedError as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(1) from e

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
-from feast import FeatureStore
-
-from feature_repo.pipeline import writer
-from feature_repo.pipeline.validate import is_marked_valid
+from feature_repo.pipeline import plan as plans
+from feature_repo.pipeline.marker import is_marked_valid
 from feature_repo.settings import FeastSettings
+from feature_repo.store import feast_env, open_store
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -18,25 +22,40 @@ class NotValidatedError(RuntimeError):
     """The source files changed since they last passed validation (or never passed)."""
 
 
-def materialize(store: FeatureStore, settings: FeastSettings, end: datetime | None = None) -> datetime:
+def materialize(store: FeatureStore | None, settings: FeastSettings, end: datetime | None = None) -> datetime:
     """Write every feature view's latest values up to ``end`` (default: now) to Redis.
 
-    Incremental: each view resumes from where the previous run ended, as recorded in
-    the registry. A row is written only when its event time is newer than the stored
-    one, so a re-run leaves Redis byte-identical. Feast decides what to write; the
-    column-wise writer (``feature_repo.pipeline.writer``) writes the bytes Feast's own
-    writer would, several times faster, and Feast writes whatever that writer declines.
+    Incremental: each view resumes from where the previous run ended, as recorded in the
+    registry. A row is written only when its event time is newer than the stored one, so a
+    re-run leaves Redis byte-identical. The column-wise writer (``feature_repo.pipeline.writer``)
+    writes the bytes Feast's own materializer would; whatever it declines runs through Feast.
+
+    Without ``store``, a local file registry and a configuration the writer reproduces are read
+    directly and Feast is never imported. With a ``store`` (or any other registry), the run goes
+    through that store's registry, so its cache and the file never disagree.
     """
     if not is_marked_valid(settings.data_dir):
         raise NotValidatedError(
             f"source tables in {settings.data_dir} have not passed validation; run `make validate` first"
         )
     end = end or datetime.now(UTC)
-    why_not = writer.supported(store)
+    plan = None
+    if store is None:
+        os.environ.update(feast_env(settings))  # the variables feature_store.yaml expands, as open_store sets
+        plan = plans.read_repo(settings.repo_path)
+        if plan is None or plan.why_not():
+            store = open_store(settings)
+    if store is not None:
+        plan = plans.read_store(store)
+    assert plan is not None
+    why_not = plan.why_not()
     if why_not is None:
-        written = writer.materialize_incremental(store, end, settings.materialize_chunk_rows)
+        from feature_repo.pipeline import writer
+
+        written = writer.materialize_incremental(plan, end, settings.materialize_chunk_rows)
         log.info("materialized with the column-wise writer: %s rows per view", written)
     else:
+        assert store is not None
         log.info("materialized through Feast's own writer: %s", why_not)
         store.materialize_incremental(end_date=end)
     return end

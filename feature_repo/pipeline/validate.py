@@ -8,8 +8,6 @@ which column, which rule, how many rows, a few examples.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,10 +19,22 @@ import pyarrow
 import pyarrow.parquet as pq
 from pandera.errors import SchemaErrors
 
+from feature_repo.pipeline.marker import MARKER, clear_mark, fingerprint, is_marked_valid, mark_valid
 from feature_repo.tables import COLUMNS, TABLES
 
+__all__ = [
+    "MARKER",
+    "Failure",
+    "Report",
+    "clear_mark",
+    "fingerprint",
+    "is_marked_valid",
+    "mark_valid",
+    "validate_dir",
+    "validate_table",
+]
+
 USER_ID = r"^u\d{7}$"
-MARKER = ".validated.json"
 # Text columns stay Arrow strings in pandas: pandera's null, type and regex checks then run
 # vectorized in Arrow instead of once per Python object (the bulk of validating 5M rows).
 TEXT = pd.StringDtype("pyarrow")
@@ -239,34 +249,3 @@ def validate_dir(data_dir: Path) -> Report:
         report.rows[table] = n
         report.failures.extend(fails)
     return report
-
-
-def fingerprint(data_dir: Path) -> str:
-    """Identity of the current source files (name, size, mtime): cheap, changes on rewrite."""
-    h = hashlib.sha256()
-    for table in TABLES:
-        p = data_dir / f"{table}.parquet"
-        st = p.stat() if p.exists() else None
-        h.update(f"{table}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1};".encode())
-    return h.hexdigest()
-
-
-def mark_valid(data_dir: Path) -> None:
-    """Record that the current files passed validation."""
-    (data_dir / MARKER).write_text(json.dumps({"fingerprint": fingerprint(data_dir)}))
-
-
-def is_marked_valid(data_dir: Path) -> bool:
-    """True when the files are unchanged since they last passed validation."""
-    marker = data_dir / MARKER
-    if not marker.exists():
-        return False
-    try:
-        return bool(json.loads(marker.read_text()).get("fingerprint") == fingerprint(data_dir))
-    except (ValueError, OSError):
-        return False
-
-
-def clear_mark(data_dir: Path) -> None:
-    """Forget an earlier pass (after a failure, or when files change)."""
-    (data_dir / MARKER).unlink(missing_ok=True)

@@ -26,9 +26,14 @@ def test_timestamps_from_integers_match_feasts_datetime_steps(unit: str, tz: str
     # The same instants in each unit; nanoseconds get a sub-microsecond part Feast truncates.
     raw = [m * per_second // 1_000_000 + (789 if unit == "ns" else 0) for m in MICROS]
     column = pa.array(raw, type=pa.timestamp(unit, tz=tz))
+
+    def per_row(result: tuple[pa.Array, np.ndarray]) -> tuple[list[bytes], list[int]]:
+        serialized, nanos = result
+        return serialized.to_pylist(), nanos.tolist()
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pandas warns when Feast's path drops nanoseconds
-        assert _timestamps(column) == _timestamps_via_datetime(column)
+        assert per_row(_timestamps(column)) == per_row(_timestamps_via_datetime(column))
 
 
 def _schema(frame: pd.DataFrame) -> str:
