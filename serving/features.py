@@ -11,10 +11,11 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
+import numpy as np
 import redis.asyncio as aioredis
 from feast import FeatureService, FeatureStore
 from feast.on_demand_feature_view import OnDemandFeatureView
@@ -139,6 +140,92 @@ class EntityFeatures:
     stale: list[str]
 
 
+class FeatureBatch:
+    """A batch's features column by column: the model's matrix and what the response reports.
+
+    ``matrix[i, c]`` is entity i's contract column c as the model sees it (float64, NaN where
+    missing); ``missing[i]`` and ``stale[i]`` name entity i's missing and stale features in
+    contract order, as ``EntityFeatures`` does; ``missing_mask`` and ``stale_mask`` are the same
+    as booleans. The Python values (what Feast's SDK returns; only ``include_features`` and
+    ``rows`` need them) are built on first use.
+    """
+
+    def __init__(
+        self,
+        entity_ids: Sequence[str],
+        names: tuple[str, ...],
+        matrix: np.ndarray,
+        found: list[bool],
+        missing: list[list[str]],
+        stale: list[list[str]],
+        missing_mask: np.ndarray,
+        stale_mask: np.ndarray,
+        columns: Callable[[], list[list[Any]]],
+    ) -> None:
+        self.entity_ids = entity_ids
+        self.names = names
+        self.matrix = matrix
+        self.found = found
+        self.missing = missing
+        self.stale = stale
+        self.missing_mask = missing_mask
+        self.stale_mask = stale_mask
+        self._make_columns = columns
+        self._columns: list[list[Any]] | None = None
+
+    @property
+    def columns(self) -> list[list[Any]]:
+        """``columns[c][i]``: entity i's value of column c as Feast's SDK gives it; None where missing."""
+        if self._columns is None:
+            self._columns = self._make_columns()
+        return self._columns
+
+    def values(self) -> list[list[Any]]:
+        """One list of Python values per entity, in contract order."""
+        if not self.names:
+            return [[] for _ in self.entity_ids]
+        return [list(v) for v in zip(*self.columns, strict=True)]
+
+    def rows(self) -> list[EntityFeatures]:
+        """The same batch as ``EntityFeatures``, one per entity."""
+        return [
+            EntityFeatures(eid, f, v, m, s)
+            for eid, f, v, m, s in zip(
+                self.entity_ids, self.found, self.values(), self.missing, self.stale, strict=True
+            )
+        ]
+
+    @classmethod
+    def from_rows(cls, names: tuple[str, ...], rows: Sequence[EntityFeatures]) -> FeatureBatch:
+        """The batch of rows another reader (Feast's SDK) assembled."""
+        n, width = len(rows), len(names)
+        column = {name: c for c, name in enumerate(names)}
+        missing_mask = np.zeros((n, width), dtype=bool)
+        stale_mask = np.zeros((n, width), dtype=bool)
+        for i, r in enumerate(rows):
+            missing_mask[i, [column[x] for x in r.missing]] = True
+            stale_mask[i, [column[x] for x in r.stale]] = True
+        values = [r.values for r in rows]
+        return cls(
+            [r.entity_id for r in rows],
+            names,
+            float_matrix(values, n, width),
+            [r.found for r in rows],
+            [r.missing for r in rows],
+            [r.stale for r in rows],
+            missing_mask,
+            stale_mask,
+            lambda: [list(c) for c in zip(*values, strict=True)] if width else [],
+        )
+
+
+def float_matrix(rows: Sequence[Sequence[Any]], n: int, width: int) -> np.ndarray:
+    """Rows of Python values as float64, NaN where None: what ``float(x)`` per value gives."""
+    if not n or not width:
+        return np.empty((n, width), dtype=np.float64)
+    return np.array(rows, dtype=np.float64)  # numpy turns None into NaN
+
+
 def python_value(v: ValueProto) -> Any:
     """A Feast Value protobuf as the Python value Feast's SDK returns; None when null or unset."""
     kind = v.WhichOneof("val")
@@ -221,6 +308,16 @@ def _drop_stale(
                 rows[i][c] = values[k]
 
 
+def _unavailable(e: Exception, deadline: float) -> FeaturesUnavailableError:
+    """The error a failed or late feature read answers with."""
+    if isinstance(e, TimeoutError):
+        return FeaturesUnavailableError(f"online store missed the {deadline * 1000:.0f} ms deadline")
+    if isinstance(e, (RedisError, OSError)):
+        return FeaturesUnavailableError(f"online store failed: {type(e).__name__}: {e}")
+    # e.g. the registry changed under a running model; still an answer, not a bare 500.
+    return FeaturesUnavailableError(f"feature read failed: {type(e).__name__}: {e}")
+
+
 class OnlineFeatures:
     """Reads a plan's features for some entities in one pipelined Redis round trip.
 
@@ -294,28 +391,44 @@ class OnlineFeatures:
 
     async def fetch(self, plan: FeaturePlan, entity_ids: Sequence[str], now: float) -> list[EntityFeatures]:
         """Rows for ``entity_ids`` in request order; FeaturesUnavailableError on failure or deadline."""
+        deadline = self._deadline(entity_ids)
+        layout = self._layout(plan)
+        try:
+            async with asyncio.timeout(deadline):
+                if layout is not None:
+                    replies = await self._hmget(layout, entity_ids)
+                    return layout.rows(entity_ids, replies, now, self.stale_policy)
+                return await self._sdk(plan, entity_ids, now)
+        except Exception as e:
+            raise _unavailable(e, deadline) from e
+
+    async def fetch_batch(self, plan: FeaturePlan, entity_ids: Sequence[str], now: float) -> FeatureBatch:
+        """The same as ``fetch``, column by column (``FeatureBatch``): what a batch request reads."""
+        deadline = self._deadline(entity_ids)
+        layout = self._layout(plan)
+        try:
+            async with asyncio.timeout(deadline):
+                if layout is not None:
+                    replies = await self._hmget(layout, entity_ids)
+                    return layout.batch(entity_ids, replies, now, self.stale_policy)
+                return FeatureBatch.from_rows(plan.names, await self._sdk(plan, entity_ids, now))
+        except Exception as e:
+            raise _unavailable(e, deadline) from e
+
+    def _deadline(self, entity_ids: Sequence[str]) -> float:
         # Redis' socket timeout stays the single-entity deadline; a batch gets more time for the
         # Python work (protobuf parsing, on-demand views) that scales with its size.
-        deadline = self.deadline_s if len(entity_ids) == 1 else self.batch_deadline_s
+        return self.deadline_s if len(entity_ids) == 1 else self.batch_deadline_s
+
+    def _layout(self, plan: FeaturePlan) -> RedisLayout | None:
+        """The direct reader serving ``plan``, or None while Feast's SDK serves it."""
         entry = self._layouts.get(id(plan))
         if entry is None or entry[0] is not plan:
             # A new model's plan: Feast's SDK serves until the check, run beside the requests, says
             # the direct reader agrees with it. The request path never waits for the check.
             self._check_soon(plan)
-        layout = entry[1] if entry is not None and entry[0] is plan else None
-        try:
-            async with asyncio.timeout(deadline):
-                if layout is not None and self._redis is not None:
-                    replies = await self._hmget(layout, entity_ids)
-                    return layout.rows(entity_ids, replies, now, self.stale_policy)
-                return await self._sdk(plan, entity_ids, now)
-        except TimeoutError as e:
-            raise FeaturesUnavailableError(f"online store missed the {deadline * 1000:.0f} ms deadline") from e
-        except (RedisError, OSError) as e:
-            raise FeaturesUnavailableError(f"online store failed: {type(e).__name__}: {e}") from e
-        except Exception as e:
-            # e.g. the registry changed under a running model; still an answer, not a bare 500.
-            raise FeaturesUnavailableError(f"feature read failed: {type(e).__name__}: {e}") from e
+            return None
+        return entry[1] if self._redis is not None else None
 
     async def prepare(self, plan: FeaturePlan) -> str:
         """Run the direct reader's check for ``plan`` now; which path serves it afterwards."""
@@ -346,7 +459,7 @@ class OnlineFeatures:
             if len(entity_ids) > 1:
                 attributes["db.redis.pipeline_length"] = len(entity_ids)
             with client_span("HMGET", attributes):
-                return await self._wire.hmget_many([layout.key(e) for e in entity_ids], layout.fields)
+                return await self._wire.hmget_many(layout.keys(entity_ids), layout.fields)
         assert self._redis is not None  # instrumented by opentelemetry-instrumentation-redis
         if len(entity_ids) == 1:  # one command, no pipeline object: the common case, kept cheap
             return [await self._redis.hmget(layout.key(entity_ids[0]), layout.fields)]
@@ -382,6 +495,7 @@ class OnlineFeatures:
                 lambda ids: self._hmget(layout, ids),
                 lambda ids, t: self._sdk(plan, ids, t),
                 time.time(),
+                policy=self.stale_policy,
             )
         except ResponseError as e:  # e.g. an ACL without SCAN: Redis answers, so serve through the SDK
             why = f"the check could not run: {e}"

@@ -6,10 +6,10 @@ import time
 from bisect import bisect_left
 from collections import Counter as Tally
 from collections.abc import Iterator, Sequence
-from typing import Any
+from itertools import accumulate
 
 import numpy as np
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge, Metric
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
@@ -25,21 +25,19 @@ class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
-        self.request_seconds = Histogram(
+        # The per-request series are plain collectors (PlainHistogram, TallyCounter): see why there.
+        self.request_seconds = PlainHistogram(
             "skewless_http_request_duration_seconds",
             "HTTP request latency by route.",
-            ["method", "route", "status"],
-            buckets=_LATENCY,
-            registry=r,
+            _LATENCY,
+            r,
+            labels=("method", "route", "status"),
         )
-        self.feature_seconds = Histogram(
-            "skewless_feature_retrieval_seconds",
-            "Online feature read (Feast + Redis) per request.",
-            buckets=_LATENCY,
-            registry=r,
+        self.feature_seconds = PlainHistogram(
+            "skewless_feature_retrieval_seconds", "Online feature read (Feast + Redis) per request.", _LATENCY, r
         )
-        self.inference_seconds = Histogram(
-            "skewless_inference_seconds", "LightGBM predict per request.", buckets=_LATENCY, registry=r
+        self.inference_seconds = PlainHistogram(
+            "skewless_inference_seconds", "LightGBM predict per request.", _LATENCY, r
         )
         self.missing_features = TallyCounter(
             "skewless_missing_features", "Features the model saw as missing.", "feature", registry=r
@@ -47,7 +45,7 @@ class Metrics:
         self.stale_features = TallyCounter(
             "skewless_stale_features", "Features older than their view's TTL.", "feature", registry=r
         )
-        self.predictions = Counter("skewless_predictions_total", "Predictions by status.", ["status"], registry=r)
+        self.predictions = TallyCounter("skewless_predictions", "Predictions by status.", "status", registry=r)
         self.score = BulkHistogram(
             "skewless_prediction_score",
             "Distribution of served churn scores.",
@@ -62,27 +60,21 @@ class Metrics:
         )
         self.model_version = Gauge("skewless_model_version", "Loaded model version number.", registry=r)
         self._model_labels: tuple[str, str, str] | None = None
+        self._requests: dict[tuple[str, str, int], Buckets] = {}  # request_seconds by (method, route, status)
         self.reloads = Counter(
             "skewless_model_reloads_total", "Model load attempts by outcome.", ["outcome"], registry=r
         )
-        # labels() validates and locks on every call (~5 µs, a dozen calls a request); the children
-        # never change once made, so the hot path looks them up here instead.
-        self._children: dict[tuple[Any, ...], Any] = {}
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
 
     def count_predictions(self, status: str, n: int) -> None:
         """Add ``n`` predictions with ``status``."""
-        self._child(self.predictions, status).inc(n)
+        self.predictions.tally[status] += n
 
     def observe_request(self, method: str, route: str, status: int, seconds: float) -> None:
         """One HTTP request's latency."""
-        self._child(self.request_seconds, method, route, str(status)).observe(seconds)
+        series = self._requests.get((method, route, status))
+        if series is None:
+            series = self._requests[method, route, status] = self.request_seconds.labels(method, route, str(status))
+        series.observe(seconds)
 
     def set_model(self, name: str, version: str, alias: str) -> None:
         """Point the info gauge at the version now serving; earlier versions drop to 0."""
@@ -97,16 +89,18 @@ class Metrics:
 
     def observe_rows(self, missing: Sequence[str], stale: Sequence[str]) -> None:
         """Count missing and stale features, of one row or of a whole request (one label lookup each)."""
-        self.missing_features.tally.update(missing)
-        self.stale_features.tally.update(stale)
+        if missing:  # Counter.update type-checks its argument even when there is nothing to add
+            self.missing_features.tally.update(missing)
+        if stale:
+            self.stale_features.tally.update(stale)
 
 
 class TallyCounter(Collector):
     """A counter by one label, kept in a plain dict and turned into samples only when scraped.
 
-    A request adds to it once per missing or stale feature (a dozen for a sparse row): through
-    prometheus_client children each increment takes a lock (~2 µs); a dict update does not. The
-    API updates and scrapes it on its one event loop thread.
+    A request adds to it once per missing or stale feature (a dozen for a sparse row) and once for
+    its predictions' status: through prometheus_client children each increment takes a lock
+    (~2 µs); a dict update does not. The API updates and scrapes it on its one event loop thread.
     """
 
     def __init__(self, name: str, documentation: str, label: str, registry: CollectorRegistry) -> None:
@@ -124,39 +118,94 @@ class TallyCounter(Collector):
         yield family
 
 
-class BulkHistogram(Collector):
-    """A histogram fed a request's values at once, exposed as an ordinary Prometheus histogram.
+class Buckets:
+    """One histogram series: a count per bucket (the last one is +Inf) and the sum."""
 
-    A batch scores up to hundreds of rows; ``Histogram.observe`` per row took a lock and a bucket
-    search each time (~3 µs a row), one numpy bincount per request does the same counting.
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: list[float]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        """Count ``value``: bucket ``le=b`` takes every value <= b, as Prometheus defines it."""
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+
+class PlainHistogram(Collector):
+    """A histogram (optionally by labels) kept in plain lists, exposed as an ordinary Prometheus histogram.
+
+    The same calls as ``prometheus_client.Histogram`` (``observe``, ``labels(...).observe``), without
+    its per-call label validation, two locks and Python walk over the buckets: a request makes three
+    of these calls, and the request path runs on one event loop thread, as do scrapes (/metrics is
+    an async route), so there is nothing to lock against.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        buckets: Sequence[float],
+        registry: CollectorRegistry,
+        labels: Sequence[str] = (),
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.label_names = list(labels)
+        self.bounds = sorted(float(b) for b in buckets)
+        self.series: dict[tuple[str, ...], Buckets] = {}
+        self._unlabelled = None if labels else self.labels()
+        registry.register(self)
+
+    def labels(self, *values: str) -> Buckets:
+        """The series for these label values, made on first use."""
+        series = self.series.get(values)
+        if series is None:
+            if len(values) != len(self.label_names):
+                raise ValueError(f"{self.name} takes labels {self.label_names}, got {values}")
+            series = self.series[values] = Buckets(self.bounds)
+        return series
+
+    def observe(self, value: float) -> None:
+        """Count ``value`` in a histogram without labels."""
+        series = self._unlabelled  # inlined Buckets.observe: two calls fewer, on every request
+        if series is None:
+            raise ValueError(f"{self.name} has labels {self.label_names}: observe through labels(...)")
+        series.counts[bisect_left(series.bounds, value)] += 1
+        series.total += value
+
+    def collect(self) -> Iterator[Metric]:
+        """Cumulative ``_bucket`` samples, ``_count`` and ``_sum`` per label values."""
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.label_names)
+        les = [floatToGoString(b) for b in self.bounds] + ["+Inf"]
+        for values, series in self.series.items():  # first-seen order, as prometheus_client's children
+            cumulative = list(accumulate(series.counts))
+            family.add_metric(list(values), list(zip(les, cumulative, strict=True)), series.total)
+        yield family
+
+
+class BulkHistogram(PlainHistogram):
+    """A histogram without labels that also takes a whole request's values at once.
+
+    A batch scores up to hundreds of rows; counting them one by one cost ~3 µs a row through
+    prometheus_client, one numpy bincount per request does the same counting.
     """
 
     def __init__(self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry) -> None:
-        self.name = name
-        self.documentation = documentation
-        self.bounds = np.asarray(sorted(buckets), dtype=np.float64)  # +Inf is the extra last bucket
-        self._bounds = self.bounds.tolist()
-        self.counts = np.zeros(len(self.bounds) + 1, dtype=np.int64)
-        self.total = 0.0
-        registry.register(self)
+        super().__init__(name, documentation, buckets, registry)
+        self._np_bounds = np.asarray(self.bounds, dtype=np.float64)
 
     def observe_many(self, values: np.ndarray) -> None:
-        """Count ``values``: bucket ``le=b`` takes every value <= b, as Prometheus defines it."""
+        """Count ``values``, as ``observe`` would one by one."""
         if values.size == 1:  # a single-entity request: numpy's call overhead would dominate
-            value = float(values[0])
-            self.counts[bisect_left(self._bounds, value)] += 1
-            self.total += value
+            self.observe(float(values[0]))
         elif values.size:
-            self.counts += np.bincount(np.searchsorted(self.bounds, values, side="left"), minlength=len(self.counts))
-            self.total += float(values.sum())
-
-    def collect(self) -> Iterator[Metric]:
-        """Cumulative ``_bucket`` samples, ``_count`` and ``_sum``."""
-        cumulative = np.cumsum(self.counts).tolist()
-        bounds = [floatToGoString(b) for b in self.bounds.tolist()] + ["+Inf"]
-        yield HistogramMetricFamily(
-            self.name, self.documentation, buckets=list(zip(bounds, cumulative, strict=True)), sum_value=self.total
-        )
+            series = self.labels()
+            added = np.bincount(np.searchsorted(self._np_bounds, values, side="left"), minlength=len(series.counts))
+            series.counts = [a + b for a, b in zip(series.counts, added.tolist(), strict=True)]
+            series.total += float(values.sum())
 
 
 class RequestTimer:

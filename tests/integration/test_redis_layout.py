@@ -7,12 +7,14 @@ import functools
 import math
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 
+import serving.redis_layout
 from feature_repo.contract import Contract
 from feature_repo.store import open_store
-from serving.features import EntityFeatures, FeaturePlan, OnlineFeatures, StalePolicy
+from serving.features import EntityFeatures, FeatureBatch, FeaturePlan, OnlineFeatures, StalePolicy
 from serving.redis_layout import LayoutError, RedisLayout, canary_mismatch
 from tests.conftest import FeatureEnv
 from tests.integration.conftest import MODEL_NAME, Registry
@@ -49,38 +51,81 @@ def _diff(sdk: list[EntityFeatures], direct: list[EntityFeatures], names: tuple[
     return out
 
 
+def _matrix_problems(sdk: list[EntityFeatures], batch: FeatureBatch) -> list[str]:
+    """Where the batch's matrix and masks differ from the SDK's rows, as the old per-row code built them."""
+    names = batch.names
+    expected = np.array([[np.nan if x is None else float(x) for x in r.values] for r in sdk], dtype=np.float64)
+    out = []
+    if batch.matrix.shape != expected.shape or not batch.matrix.flags.c_contiguous:
+        out.append(f"matrix {batch.matrix.shape} (contiguous {batch.matrix.flags.c_contiguous}), want {expected.shape}")
+    elif not np.array_equal(batch.matrix, expected, equal_nan=True):  # the model sees what it saw before
+        out.append("matrix values differ")
+    for i, r in enumerate(sdk):
+        if [names[c] for c in np.flatnonzero(batch.missing_mask[i])] != r.missing:
+            out.append(f"{r.entity_id}: missing mask")
+        if [names[c] for c in np.flatnonzero(batch.stale_mask[i])] != r.stale:
+            out.append(f"{r.entity_id}: stale mask")
+    return out
+
+
 # 0 days: nothing stale; 3: the activity views (TTL 2 days) are stale and engagement_ratios is
 # re-run on nulls; 40: billing too (35 days); 500: every view, the profile's 400 days included.
+# Small caches: the column reader's caches fill and clear part way through the batch.
 @pytest.mark.parametrize("days_later", [0, 3, 40, 500])
 @pytest.mark.parametrize("policy", ["missing", "score"])
+@pytest.mark.parametrize("cache_size", [16_384, 7])
 def test_direct_reader_returns_what_the_feast_sdk_returns(
-    feature_env: FeatureEnv, registry: Registry, days_later: int, policy: StalePolicy
+    feature_env: FeatureEnv,
+    registry: Registry,
+    days_later: int,
+    policy: StalePolicy,
+    cache_size: int,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.setattr(serving.redis_layout, "VALUE_CACHE_SIZE", cache_size)
+    monkeypatch.setattr(serving.redis_layout, "PATTERN_CACHE_SIZE", min(cache_size, 3))
     online, plan = _plan(feature_env, registry)
     online.stale_policy = policy
     layout = RedisLayout(online.store, plan)
     users = sorted(pd.read_parquet(feature_env.data_dir / "users.parquet")["user_id"].unique())
-    ids = [*users, *ABSENT]
+    # Absent IDs first, last and twice, and a present ID twice: the batch keeps each in place.
+    ids = [ABSENT[0], *users, users[0], *ABSENT]
     now = time.time() + days_later * 86400
 
-    async def both() -> tuple[list[EntityFeatures], list[EntityFeatures], list[EntityFeatures]]:
+    async def both() -> tuple[list[EntityFeatures], list[EntityFeatures], list[EntityFeatures], list[FeatureBatch]]:
         try:
             sdk = await online._sdk(plan, ids, now)
-            direct = layout.rows(ids, await online._hmget(layout, ids), now, policy)
+            replies = await online._hmget(layout, ids)
+            direct = layout.rows(ids, replies, now, policy)
+            # Twice: the second read meets the caches the first one filled.
+            batches = [layout.batch(ids, replies, now, policy) for _ in range(2)]
             one = [layout.rows([i], await online._hmget(layout, [i]), now, policy)[0] for i in (users[0], ABSENT[0])]
-            return sdk, direct, one
+            return sdk, direct, one, batches
         finally:
             await online.close()
             await online.store.close()
 
-    sdk, direct, one = asyncio.run(both())
+    sdk, direct, one, batches = asyncio.run(both())
     problems = _diff(sdk, direct, plan.names)
     assert not problems, f"{len(problems)} differences, e.g. {problems[:5]}"
-    assert _diff([sdk[0], sdk[-2]], one, plan.names) == []  # the single-entity command path too
-    assert [r.found for r in direct[-2:]] == [False, False]
-    assert sum(r.found for r in direct) == len(users)
+    for batch in batches:  # the column-by-column reader of batch requests
+        problems = _diff(sdk, batch.rows(), plan.names) + _matrix_problems(sdk, batch)
+        assert not problems, f"{len(problems)} differences, e.g. {problems[:5]}"
+    assert _diff([sdk[1], sdk[0]], one, plan.names) == []  # the single-entity command path too
+    assert [r.found for r in direct[-2:]] == [False, False] and not direct[0].found
+    assert sum(r.found for r in direct) == len(users) + 1
+    # Partial rows (some views without a row for the user) are part of what is compared.
+    assert any(r.found and r.missing for r in direct)
     if days_later and policy == "missing":  # the stale path really ran and nulled something
         assert any(r.stale for r in direct) and any(r.missing for r in direct)
+    if days_later and policy == "score":  # stale, reported, and still there
+        assert any(r.stale and not set(r.stale) & set(r.missing) for r in direct)
+
+
+def test_an_empty_batch_reads_as_no_rows(feature_env: FeatureEnv, registry: Registry) -> None:
+    online, plan = _plan(feature_env, registry)
+    batch = RedisLayout(online.store, plan).batch([], [], time.time(), "missing")
+    assert batch.matrix.shape == (0, len(plan.names)) and batch.rows() == [] and batch.found == []
 
 
 def test_fetch_switches_to_the_direct_reader_once_the_check_passes(feature_env: FeatureEnv, registry: Registry) -> None:
@@ -163,3 +208,51 @@ def test_the_start_up_check_catches_a_reader_that_disagrees_with_feast(
     good, bad = asyncio.run(go())
     assert good is None
     assert bad is not None and "derived" in bad
+
+
+@pytest.mark.parametrize("policy", ["missing", "score"])
+def test_the_direct_reader_serves_under_either_stale_policy(
+    feature_env: FeatureEnv, registry: Registry, policy: StalePolicy
+) -> None:
+    # The check compares the readers under the policy that serves: with "score" it once compared a
+    # "missing" direct read with a "score" SDK read, failed, and left the SDK serving.
+    online, plan = _plan(feature_env, registry)
+    online.stale_policy = policy
+
+    async def go() -> str:
+        try:
+            return await online.prepare(plan)
+        finally:
+            await online.close()
+            await online.store.close()
+
+    assert asyncio.run(go()) == "direct"
+
+
+class _WrongBatch(RedisLayout):
+    """A reader whose batch path (only) disagrees with Feast: a stale view left in under "missing"."""
+
+    def batch(self, entity_ids: object, replies: object, now: float, policy: StalePolicy) -> FeatureBatch:
+        return super().batch(entity_ids, replies, now, "score")  # type: ignore[arg-type]
+
+
+def test_the_start_up_check_covers_the_batch_path(feature_env: FeatureEnv, registry: Registry) -> None:
+    online, plan = _plan(feature_env, registry)
+
+    async def go() -> str | None:
+        assert online._redis is not None
+        layout = _WrongBatch(online.store, plan)
+        try:
+            return await canary_mismatch(
+                online._redis,
+                layout,
+                functools.partial(online._hmget, layout),
+                lambda ids, t: online._sdk(plan, ids, t),
+                time.time(),
+            )
+        finally:
+            await online.close()
+            await online.store.close()
+
+    why = asyncio.run(go())
+    assert why is not None and "batch rows" in why

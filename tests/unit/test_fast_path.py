@@ -19,15 +19,15 @@ pytestmark = pytest.mark.unit
 
 @pytest.fixture
 def fast_calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The IDs the fast path scored (it calls ``predict`` only once it has taken a request)."""
+    """The IDs the fast path scored (it calls ``predict_one`` only once it has taken a request)."""
     calls: list[str] = []
-    real = serving.fast_path.predict
+    real = serving.fast_path.predict_one
 
-    async def spy(state: Any, model: Any, ids: Any, include_features: bool) -> Any:
-        calls.extend(ids)
-        return await real(state, model, ids, include_features)
+    async def spy(state: Any, model: Any, entity_id: str, include_features: bool) -> Any:
+        calls.append(entity_id)
+        return await real(state, model, entity_id, include_features)
 
-    monkeypatch.setattr(serving.fast_path, "predict", spy)
+    monkeypatch.setattr(serving.fast_path, "predict_one", spy)
     return calls
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from serving.metrics import BulkHistogram, TallyCounter
+from serving.metrics import BulkHistogram, PlainHistogram, TallyCounter
 
 pytestmark = pytest.mark.unit
 
@@ -53,3 +53,29 @@ def test_tally_counter_matches_a_labelled_counter() -> None:
             c.labels(n).inc()
         tally.tally.update(names)
     assert _samples(ours) == _samples(reference)
+
+
+def test_plain_histogram_matches_prometheus_histogram_with_and_without_labels() -> None:
+    reference, ours = CollectorRegistry(), CollectorRegistry()
+    bounds = (0.001, 0.01, 0.1, 1.0)
+    labelled = Histogram("lat", "d", ["method", "status"], buckets=bounds, registry=reference)
+    plain = Histogram("read", "d", buckets=bounds, registry=reference)
+    our_labelled = PlainHistogram("lat", "d", bounds, ours, labels=("method", "status"))
+    our_plain = PlainHistogram("read", "d", bounds, ours)
+    rng = np.random.default_rng(5)
+    values = [*bounds, *np.nextafter(np.array(bounds), 2).tolist(), 0.0, 7.5, *rng.exponential(0.05, 300).tolist()]
+    for i, v in enumerate(values):
+        labels = ("GET", "200") if i % 3 else ("POST", "503")
+        labelled.labels(*labels).observe(v)
+        our_labelled.labels(*labels).observe(v)
+        plain.observe(v)
+        our_plain.observe(v)
+    want, got = _samples(reference), _samples(ours)
+    assert want.keys() == got.keys()
+    assert {k: v for k, v in got.items() if "_sum" not in k} == {k: v for k, v in want.items() if "_sum" not in k}
+    for k in (k for k in want if "_sum" in k):
+        assert got[k] == pytest.approx(want[k])
+    with pytest.raises(ValueError, match="labels"):
+        our_labelled.observe(0.1)
+    with pytest.raises(ValueError, match="labels"):
+        our_labelled.labels("GET")

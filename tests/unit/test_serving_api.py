@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from feature_repo.settings import FeastSettings
 from serving.app import create_app
-from serving.features import EntityFeatures, FeaturePlan, FeaturesUnavailableError
+from serving.features import EntityFeatures, FeatureBatch, FeaturePlan, FeaturesUnavailableError
 from serving.metrics import Metrics
 from serving.model import ModelHolder, ModelRefusedError, _native_booster
 from serving.schemas import PredictBatchPublic, PredictionPublic
@@ -45,6 +45,9 @@ class FakeOnline:
                 )
             )
         return out
+
+    async def fetch_batch(self, plan: FeaturePlan, ids: Sequence[str], now: float) -> FeatureBatch:
+        return FeatureBatch.from_rows(plan.names, await self.fetch(plan, ids, now))
 
 
 class FakePing:
