@@ -137,7 +137,7 @@ def create_app(
         lifespan=lifespan,
         default_response_class=OrjsonResponse,
     )
-    from serving.fast_path import PREFIX, PredictFastPath  # here, like the routes: it imports the model code
+    from serving.fast_path import BATCH_PATH, PREFIX, PredictFastPath  # here, like the routes: imports the model code
     from serving.routes import health, model, predict
 
     install_error_handlers(app)
@@ -148,7 +148,8 @@ def create_app(
     # fast path -> app. The timer counts every refusal; callers without the key never take an
     # in-flight slot that keyed callers need; the body is read only once a slot is held.
     hot = next(r for r in predict.router.routes if getattr(r, "path", None) == PREFIX + "{entity_id}")
-    app.add_middleware(PredictFastPath, route=hot)
+    batch = next(r for r in predict.router.routes if getattr(r, "path", None) == BATCH_PATH)
+    app.add_middleware(PredictFastPath, route=hot, batch_route=batch)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     document_limits(app)
     app.add_middleware(ConcurrencyLimit, max_in_flight=settings.max_in_flight)

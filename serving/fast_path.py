@@ -8,7 +8,7 @@ are answered here, by the same ``serving.predict`` functions the FastAPI routes 
 same bytes:
 
 - GET with one path segment, no query string, a valid ID and a model loaded;
-- POST with no query string, content-type absent or exactly ``application/json``, and a body
+- POST with no query string, content-type exactly ``application/json``, and a body
   (already read whole by ``BodySizeLimit``) that orjson parses to an object whose
   ``entity_ids`` is a list of 1..max_batch_size valid string IDs (other keys are ignored, as
   the request schema ignores them).
@@ -150,11 +150,15 @@ class _IdRule(NamedTuple):
 
 
 def _plain_json(headers: list[tuple[bytes, bytes]]) -> bool:
-    """No content-type, or exactly ``application/json``: the forms FastAPI parses as JSON as they are."""
+    """Content-type exactly ``application/json``.
+
+    Not when absent: FastAPI's strict content-type check (on by default) refuses an untyped body,
+    so that, like parameters (``; charset=utf-8``), is left to it.
+    """
     for name, value in headers:
         if name == b"content-type":
             return value == b"application/json"  # the first one: Starlette's headers.get reads that too
-    return True
+    return False
 
 
 def _replay(message: Message, receive: Receive) -> Receive:
