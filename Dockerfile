@@ -74,7 +74,8 @@ ENV PATH=/opt/venv/bin:${PATH} \
     TMPDIR=/tmp \
     MPLCONFIGDIR=/tmp/matplotlib \
     SKEWLESS_REPO_PATH=/app/feature_repo \
-    SKEWLESS_DATA_DIR=/data
+    SKEWLESS_DATA_DIR=/data \
+    MLFLOW_DISABLE_TELEMETRY=true
 
 USER 10001:10001
 # Run from the writable /tmp: libraries that write relative to the working directory (DuckDB

@@ -14,6 +14,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 # Load .state/env (written by the Redis helper) so every target sees the same Redis.
 WITH_ENV := set -a; [ -f .state/env ] && . .state/env; set +a;
+# MLflow's usage telemetry phones home from a background thread; a service should not.
+export MLFLOW_DISABLE_TELEMETRY ?= true
 
 .PHONY: help setup redis-up data validate apply materialize train pipeline serve demo stop test test-unit test-integration test-fault lint format bench
 
