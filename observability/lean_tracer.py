@@ -6,7 +6,7 @@ value re-validated, a ReadableSpan copy at end) and ~30 µs with the exporting p
 prediction makes four spans (server, feature retrieval, Redis, inference), so tracing alone
 cost more than a quarter of an untraced request. The spans here are plain slotted objects
 that already have the ReadableSpan shape the processors and OTLP exporters read, so ending
-one hands the span itself on: ~7 µs a span with the export (``python -m benchmarks.spans``).
+one hands the span itself on: ~7 µs a span with the export (``python -m benchmarks.spans`` prints both side by side).
 
 What is the same as the SDK: the OpenTelemetry API (so FastAPI's and redis-py's
 instrumentations use it unchanged), the sampler (built by the SDK from OTEL_TRACES_SAMPLER),
