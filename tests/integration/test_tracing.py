@@ -67,9 +67,17 @@ def api(
     server.stop()
 
 
-def trace_of(receiver: OtlpReceiver, trace_id: str, names: set[str]) -> dict[str, ReceivedSpan]:
-    """The spans of one trace by name, once every name in ``names`` has arrived."""
-    spans = receiver.wait_for(lambda ss: names <= {s.name for s in ss if s.trace_id == trace_id})
+def trace_of(receiver: OtlpReceiver, trace_id: str, names: set[str], server: bool = True) -> dict[str, ReceivedSpan]:
+    """The spans of one trace by name, once every name in ``names`` (and, for a request, its
+    server span) has arrived. The server span ends last, after the response is sent, so it can
+    reach the receiver in a later export batch than its children."""
+
+    def arrived(spans: list[ReceivedSpan]) -> bool:
+        mine = [s for s in spans if s.trace_id == trace_id]
+        has_root = not server or any(s.kind == SERVER_KIND for s in mine)
+        return has_root and names <= {s.name for s in mine}
+
+    spans = receiver.wait_for(arrived)
     return {s.name: s for s in spans if s.trace_id == trace_id}
 
 
@@ -214,7 +222,7 @@ def test_training_run_is_one_trace_with_a_span_per_stage_and_mlflow_knows_it(
     run = registry.client.get_run(version.run_id)
     trace_id = run.data.tags["otel.trace_id"]
     stages = {"historical_retrieval", "fit", "evaluate", "register"}
-    spans = trace_of(receiver, trace_id, {"train", *stages})
+    spans = trace_of(receiver, trace_id, {"train", *stages}, server=False)
     root = spans["train"]
     assert root.parent_span_id == "" and root.resource["service.name"] == "skewless-train"
     assert all(spans[name].parent_span_id == root.span_id for name in stages)
@@ -243,7 +251,7 @@ def test_pipeline_commands_are_traced_and_continue_a_given_traceparent(
             check=False,
         )
         assert proc.returncode == 0, proc.stderr
-    spans = trace_of(receiver, trace_id, {"validate", "materialize"})
+    spans = trace_of(receiver, trace_id, {"validate", "materialize"}, server=False)
     assert spans["validate"].parent_span_id == parent and spans["materialize"].parent_span_id == parent
     assert spans["validate"].attributes["skewless.failures"] == 0
 

@@ -41,6 +41,7 @@ RUNTIME_VARS = {
     "HOME",
     "TMPDIR",
     "MPLCONFIGDIR",
+    "MLFLOW_DISABLE_TELEMETRY",  # read by MLflow itself: no usage reports from a deployed service
 }
 # Read by the OpenTelemetry SDK itself (observability/tracing.py leaves them to it); each must be
 # a name the SDK defines, so a typo cannot silently turn tracing into a no-op.
