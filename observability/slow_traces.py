@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace.sampling import Decision, Sampler, SamplingResult
 from opentelemetry.trace import Link, SpanContext, SpanKind, TraceFlags, TraceState
 from opentelemetry.util.types import Attributes
 
+_SAMPLED = TraceFlags.SAMPLED
 # Traces whose root never ends (a crashed request) must not grow memory without bound.
 MAX_PENDING_TRACES = 2048
 
@@ -86,7 +87,7 @@ class KeepSlowTraces(SpanProcessor):
         ctx = span.get_span_context()
         if ctx is None:
             return
-        if ctx.trace_flags.sampled:
+        if ctx.trace_flags & _SAMPLED:  # the flag bit itself: TraceFlags.sampled is a Python property
             self.exporting.on_end(span)
             return
         # on_end runs on whichever thread ended the span; dict operations below are atomic

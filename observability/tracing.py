@@ -19,6 +19,7 @@ from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler, _get_from_env_or_default
 
+from observability.bursts import MAX_WAIT_S, SpanBursts
 from observability.lean_tracer import LeanTracerProvider
 from observability.settings import TelemetrySettings
 from observability.slow_traces import KeepSlowTraces, RecordAlwaysSampler
@@ -48,13 +49,23 @@ def _exporting_processor(native: bool) -> SpanProcessor:
     spans to protobuf in Python on a thread that holds the GIL, and on one core that export cost
     about as much CPU as creating the spans (~40 µs a span). fastotel copies each ended span into
     Rust and batches, encodes and sends on a native thread, with the same variables, defaults,
-    retries and wire format as the SDK's exporter.
+    retries and wire format as the SDK's exporter. Spans reach it in bursts (``observability.bursts``:
+    one at a time, each woke its native thread).
     """
     if native and _protocol() == "http/protobuf":
         from fastotel import OTLPSpanProcessor
 
-        return OTLPSpanProcessor()
+        return SpanBursts(OTLPSpanProcessor(), max_wait_s=min(MAX_WAIT_S, _schedule_delay_s()))
     return BatchSpanProcessor(_exporter())
+
+
+def _schedule_delay_s() -> float:
+    """OTEL_BSP_SCHEDULE_DELAY in seconds (5 s when unset or unreadable, as the SDK defaults)."""
+    try:
+        ms = float(os.environ.get("OTEL_BSP_SCHEDULE_DELAY", "5000"))
+    except ValueError:
+        ms = 5000.0
+    return ms / 1000 if ms > 0 else 5.0
 
 
 def _exporter() -> SpanExporter:

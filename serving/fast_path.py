@@ -29,7 +29,7 @@ from collections.abc import Awaitable
 from typing import Any, NamedTuple, TypeVar
 
 import orjson
-from opentelemetry import trace
+from fastapi.telemetry._api import _route_selected
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -55,10 +55,8 @@ class PredictFastPath:
         # The FastAPI routes it stands in for: their templates name metrics and spans.
         self.route = route
         self.template = getattr(route, "path", PREFIX + "{entity_id}")
-        self.span_name = f"GET {self.template}"
         self.batch_route = batch_route
         self.batch_template = getattr(batch_route, "path", BATCH_PATH)
-        self.batch_span_name = f"POST {self.batch_template}"
         self._ids = _IdRule(None, re.compile(""), 0)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -80,7 +78,7 @@ class PredictFastPath:
         if model is None or not entity_id or "/" in entity_id or not self._valid(entity_id, state.settings):
             await self.app(scope, receive, send)  # FastAPI answers: 503, 422 or 404 with its message
             return
-        _take(scope, self.route, self.template, self.span_name)
+        _take(scope, self.route, self.template)
         pred = await _scored(scope, send, predict_one(state, model, entity_id, False))
         if pred is None:
             return
@@ -104,7 +102,7 @@ class PredictFastPath:
             # FastAPI reads the same message and words the error (422, or 200 for what it accepts).
             await self.app(scope, _replay(message, receive), send)
             return
-        _take(scope, self.batch_route, self.batch_template, self.batch_span_name)
+        _take(scope, self.batch_route, self.batch_template)
         preds = await _scored(scope, send, predict(state, model, ids, False))
         if preds is not None:
             await _send_json(send, {"predictions": preds})
@@ -173,12 +171,12 @@ def _replay(message: Message, receive: Receive) -> Receive:
     return replay
 
 
-def _take(scope: Scope, route: BaseRoute, template: str, span_name: str) -> None:
-    scope["route"] = route  # as the router would set it: the metric and the slow log read it
-    span = trace.get_current_span()  # the server span, when tracing is on
-    if span.is_recording():
-        span.update_name(span_name)
-        span.set_attribute("http.route", template)
+def _take(scope: Scope, route: BaseRoute, template: str) -> None:
+    """What FastAPI's router does on choosing ``route``: the metric, the slow log and the server span read it."""
+    scope["route"] = route
+    # FastAPI's own hook: names FastAPI's server span (SKEWLESS_SERVER_SPAN=fastapi); a no-op otherwise,
+    # since observability.server_span names its span from scope["route"] when the request ends.
+    _route_selected(scope=scope, path=template)
 
 
 async def _scored(scope: Scope, send: Send, work: Awaitable[_T]) -> _T | None:
