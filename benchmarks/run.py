@@ -13,6 +13,7 @@ import os
 import platform
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -218,6 +219,8 @@ def _load_cases(env: dict[str, str], users: int, seconds: int, workers: int, res
         _wrk(port, "wrk_single.lua", 8, 2, users)  # warm-up
         cases["a. single, 8 conns"] = _wrk(port, "wrk_single.lua", 8, seconds, users)
         cases["a. single, 32 conns"] = _wrk(port, "wrk_single.lua", 32, seconds, users)
+        # One batch in flight: its own latency. Four: throughput, each batch queued behind three on one core.
+        cases["b. batch of 100, 1 conn"] = _wrk(port, "wrk_batch.lua", 1, seconds, users)
         cases["b. batch of 100, 4 conns"] = _wrk(port, "wrk_batch.lua", 4, seconds, users)
     finally:
         results["serving_peak_rss_mb"] = rss.stop()
@@ -243,6 +246,7 @@ def _load_cases(env: dict[str, str], users: int, seconds: int, workers: int, res
                         cases[f"c. open loop {rate} req/s, tracing {label}"] = _openloop(port, rate, seconds, users)
             finally:
                 stop(proc)
+        results["tracing_ratio"] = _tracing_ratio(env, receiver.endpoint, users, workers)
         time.sleep(1)  # the exporter's last batch
         results["spans_received"] = receiver.span_count()
     finally:
@@ -295,9 +299,36 @@ def _load_cases(env: dict[str, str], users: int, seconds: int, workers: int, res
     for c in cases.values():
         c["x_feast"] = c["rps"] / feast_rps
         c["x_noop"] = c["rps"] / noop_rps
-    off, on = cases["a. single, 8 conns"]["rps"], cases["a. single, 8 conns, tracing sampling 1.0"]["rps"]
-    results["tracing_on_off_ratio"] = on / off
     return cases
+
+
+def _tracing_ratio(env: dict[str, str], endpoint: str, users: int, workers: int, rounds: int = 3) -> dict[str, Any]:
+    """Throughput traced (sampling 1.0, exported) over untraced, from interleaved runs of both servers.
+
+    Both servers run at once (the idle one costs nothing) and the load alternates between them,
+    off, on, off, on, ...: on a shared host, runs minutes apart differed by up to 2×, more than
+    tracing itself does. The medians of each side give the ratio.
+    """
+    servers = {}
+    try:
+        for name, server_env in (("off", env), ("on", _tracing_env(env, endpoint, "1.0"))):
+            port = free_port()
+            servers[name] = (_serve(_api(port, workers), server_env, port, "/ready")[0], port)
+            _wait_compiled(port, workers)
+            _wrk(port, "wrk_single.lua", 8, 2, users)  # warm-up
+        rps: dict[str, list[float]] = {"off": [], "on": []}
+        console.print(f"[bold]load[/bold]: tracing off and on, interleaved, {rounds} rounds")
+        for _ in range(rounds):
+            for name, (_, port) in servers.items():
+                rps[name].append(_wrk(port, "wrk_single.lua", 8, 5, users)["rps"])
+    finally:
+        for proc, _ in servers.values():
+            stop(proc)
+    return {
+        "off_rps": rps["off"],
+        "on_rps": rps["on"],
+        "ratio": statistics.median(rps["on"]) / statistics.median(rps["off"]),
+    }
 
 
 def _stages(env: dict[str, str], users: int) -> dict[str, Any]:
@@ -312,6 +343,14 @@ def _stages(env: dict[str, str], users: int) -> dict[str, Any]:
         timeout=300,
     ).stdout
     return dict(json.loads(out.strip().splitlines()[-1]))
+
+
+def _median(xs: list[float] | None) -> str:
+    return f"{statistics.median(xs):,.0f}" if xs else "?"
+
+
+def _listed(xs: list[float] | None) -> str:
+    return ", ".join(f"{x:,.0f}" for x in xs or [])
 
 
 def _machine() -> dict[str, Any]:
@@ -341,6 +380,7 @@ def _write(results: dict[str, Any], out: Path) -> None:
             f"{c['errors']} | {c['x_feast']:.2f} | {c['x_noop']:.2f} |"
         )
     s = results["steps"]
+    ratio = results.get("tracing_ratio", {})
     lines += [
         "",
         "| other | figure |",
@@ -354,8 +394,10 @@ def _write(results: dict[str, Any], out: Path) -> None:
         f"| point-in-time retrieval | {s['pit_retrieval']['rows']:,} label rows "
         f"in {s['pit_retrieval']['seconds']:.1f} s |",
         f"| pipeline (generate → train) | {s['pipeline_total_s']:.0f} s |",
-        f"| throughput with tracing on / off (8 conns) | {results.get('tracing_on_off_ratio', 0):.2f} "
-        f"({results.get('spans_received', 0):,} spans received) |",
+        f"| throughput with tracing on / off (8 conns, sampling 1.0, interleaved 5 s runs) | "
+        f"{ratio.get('ratio', 0):.2f}: median {_median(ratio.get('on_rps'))} / {_median(ratio.get('off_rps'))} req/s "
+        f"(on {_listed(ratio.get('on_rps'))}; off {_listed(ratio.get('off_rps'))}; "
+        f"{results.get('spans_received', 0):,} spans received) |",
     ]
     st = results.get("stages")
     if st:

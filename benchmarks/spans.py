@@ -1,4 +1,5 @@
-"""CPU of one prediction's spans: the SDK's TracerProvider against ours, side by side.
+"""CPU of tracing one prediction, side by side: FastAPI's server span against ours, fastotel fed span by
+span against in bursts, and the SDK's TracerProvider against ours.
 
 Each "request" makes the four spans a prediction makes (server, feature_retrieval with a Redis
 CLIENT span under it, model_inference), with their attributes, two of them made current. Run
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import typer
 from opentelemetry import context, trace
@@ -80,12 +82,124 @@ def main(n: int = typer.Option(4000, help="Requests per measurement.")) -> None:
             if export:
                 provider.add_span_processor(OTLPSpanProcessor())
             results[(name, export)] = _us_per_request(provider, n)
+    _server_spans(lean_provider=LeanTracerProvider(resource, sampler, shutdown_on_exit=False), n=n)
+    _bursts(resource, sampler, n)
+    print()
     print("| spans of one request (4) | SDK µs | lean µs | SDK / lean |")
     print("|---|---:|---:|---:|")
     for export in (False, True):
         sdk_us, lean_us = results[("sdk", export)], results[("lean", export)]
         label = "recorded and exported (fastotel)" if export else "recorded, no processor"
         print(f"| {label} | {sdk_us:.1f} | {lean_us:.1f} | {sdk_us / lean_us:.2f}× |")
+
+
+def _server_spans(lean_provider: LeanTracerProvider, n: int) -> None:
+    """One request through an app that answers at once: FastAPI's server span against ours."""
+    import asyncio
+
+    from fastapi import FastAPI
+
+    from observability.server_span import ServerSpans
+    from serving.telemetry import RequestTelemetry
+
+    async def answer(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    def app_with(fastapi_spans: bool) -> FastAPI:
+        config: Any = {"tracing": fastapi_spans, "tracer_provider": lean_provider, "metrics": False, "logs": False}
+        built = FastAPI(telemetry={**config, "operation_spans": False, "auto_configure": False})
+        built.add_middleware(_Answer, answer=answer)  # answers before routing, as the fast path does
+        if not fastapi_spans:
+            built.add_middleware(
+                RequestTelemetry, slow_ms=1e9, server_spans=ServerSpans(lean_provider), local_ids=False
+            )
+        return built
+
+    async def per_request(built: FastAPI) -> float:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b""}
+
+        async def send(message: Any) -> None:
+            return None
+
+        def scope() -> dict[str, Any]:
+            return {**_SCOPE, "headers": list(_SCOPE["headers"])}
+
+        for _ in range(n // 10):
+            await built(scope(), receive, send)
+        best = float("inf")
+        for _ in range(5):
+            t0 = time.process_time()
+            for _ in range(n):
+                await built(scope(), receive, send)
+            best = min(best, (time.process_time() - t0) / n)
+        return best * 1e6
+
+    theirs = asyncio.run(per_request(app_with(True)))
+    ours = asyncio.run(per_request(app_with(False)))
+    print("| server span of one request, no processor | FastAPI's µs | ours µs | FastAPI / ours |")
+    print("|---|---:|---:|---:|")
+    print(f"| instrumentation and span | {theirs:.1f} | {ours:.1f} | {theirs / ours:.2f}× |")
+
+
+def _bursts(resource: Resource, sampler: Any, n: int) -> None:
+    """Four spans a request handed to fastotel one by one or in bursts, the thread blocking between requests."""
+    import select
+
+    from fastotel import OTLPSpanProcessor
+
+    from observability.bursts import SpanBursts
+
+    def pause() -> None:
+        select.select([], [], [], 0.00002)  # blocks, as a server's thread does in epoll between requests
+
+    t0 = time.process_time()
+    for _ in range(n):
+        pause()
+    pause_us = (time.process_time() - t0) / n * 1e6
+    out = {}
+    for name in ("one by one", "in bursts"):
+        provider = LeanTracerProvider(resource, sampler, shutdown_on_exit=False)
+        processor = OTLPSpanProcessor()
+        provider.add_span_processor(SpanBursts(processor) if name == "in bursts" else processor)
+        tracer = provider.get_tracer("bench")
+        t0 = time.process_time()
+        for _ in range(n):
+            _request(tracer)
+            pause()
+        provider.force_flush()
+        out[name] = (time.process_time() - t0) / n * 1e6 - pause_us
+        provider.shutdown()
+    print()
+    print("| 4 spans exported, thread blocking between requests | one by one µs | in bursts µs | ratio |")
+    print("|---|---:|---:|---:|")
+    one, burst = out["one by one"], out["in bursts"]
+    print(f"| fastotel | {one:.1f} | {burst:.1f} | {one / burst:.2f}× |")
+
+
+_SCOPE: dict[str, Any] = {
+    "type": "http",
+    "asgi": {"version": "3.0"},
+    "http_version": "1.1",
+    "method": "GET",
+    "scheme": "http",
+    "path": "/v1/predict/u0000001",
+    "raw_path": b"/v1/predict/u0000001",
+    "query_string": b"",
+    "root_path": "",
+    "headers": [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk")],
+    "client": ("127.0.0.1", 1),
+    "server": ("127.0.0.1", 8000),
+}
+
+
+class _Answer:
+    def __init__(self, app: Any, answer: Any) -> None:
+        self.app, self.answer = app, answer
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.answer(scope, receive, send)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,10 @@
 
 fastotel's processor wakes its native thread for each span it is given. A server's thread
 blocks in epoll between requests, so every wake-up became a thread switch on the same core.
-Measured on the 2-core reference machine, CPU per exported span: 5.6 µs given back to back,
-12 µs when the caller blocked after every request's four spans, 22 µs after every span;
-given in bursts of 64 with the same blocking, 8.9 µs. This keeps up to ``size`` spans and
+Measured on 2 shared cores, CPU per exported span: 5.6 µs given back to back, 12 µs when the
+caller blocked after every request's four spans, 22 µs after every span; given in bursts of 64
+with the same blocking, 8.9 µs (``python -m benchmarks.spans`` compares the two ways on whole
+requests). In a served prediction, ~20 µs a request less. This keeps up to ``size`` spans and
 passes them on together, and at least every ``max_wait_s`` so a quiet service still exports
 promptly. Batching, limits, retries and the wire format stay the exporting processor's.
 """

@@ -158,5 +158,5 @@ def create_app(
         app.add_middleware(ApiKeyAuth, key=api_key)
         document_api_key(app)
     app.add_middleware(RequestTimer, metrics=metrics)
-    instrument(app, telemetry)  # last: its middleware sits inside the server span, outside ours
+    instrument(app, telemetry)  # last: its middleware (which makes the server span) is outermost of ours
     return app
