@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from itertools import chain
+from itertools import chain, repeat
 from operator import itemgetter
 from typing import Any, cast
 
@@ -48,6 +48,7 @@ _parse_ts = Timestamp.FromString
 VALUE_CACHE_SIZE = 16_384
 PATTERN_CACHE_SIZE = 4_096  # missing/stale name lists by which columns they hold; a few dozen in practice
 _NAN = float("nan")
+_MISS = object()  # a lookup's default: not parsed yet
 
 
 def _seconds(raw: bytes) -> float:
@@ -95,22 +96,23 @@ class _Parsed(dict[bytes | None, Any]):
         return value
 
     def down(self, raws: Sequence[bytes | None]) -> list[Any]:
-        """The parsed value of each of ``raws``: in C (``map``) when all are known, as they mostly are."""
-        try:
-            return list(map(self.__getitem__, raws))
-        except KeyError:
-            pass
-        distinct = set(raws)
-        # Not set.difference(self): with a dict subclass it walks the whole cache.
-        new = [raw for raw in distinct if raw not in self]
+        """The parsed value of each of ``raws``: looked up in C (``map``), only the unknown ones parsed.
+
+        Lookups take a default instead of raising: event times are nearly all distinct, so most
+        columns of timestamps miss, and a raised KeyError used to throw the whole column's lookups away.
+        """
+        out = list(map(self.get, raws, repeat(_MISS, len(raws))))
+        if _MISS not in out:
+            return out
+        new = {raw for raw, x in zip(raws, out, strict=True) if x is _MISS}
         if len(self) + len(new) > VALUE_CACHE_SIZE:
             self.clear()
             self.update(self.seeds)
-            new = [raw for raw in distinct if raw not in self]
+        parse = self.parse
         for raw in new:
             assert raw is not None  # a seed
-            self[raw] = self.parse(raw)
-        return list(map(self.__getitem__, raws))
+            self[raw] = parse(raw)
+        return [self[raw] if x is _MISS else x for raw, x in zip(raws, out, strict=True)]
 
 
 class LayoutError(ValueError):
