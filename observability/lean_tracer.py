@@ -59,6 +59,8 @@ _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
 _NO_STATE = TraceState()
 _new_tuple = tuple.__new__
+_MAX_TRACE_ID = 2**128 - 1
+_MAX_SPAN_ID = 2**64 - 1
 
 # What an exporter reads of every span it copies, as plain slots or C accessors.
 #
@@ -82,8 +84,9 @@ class _Ids(SpanContext):
 
 
 def _ids(trace_id: int, span_id: int, flags: TraceFlags, state: TraceState) -> SpanContext:
-    """A local span's context; both ids are valid by construction, so SpanContext's range checks are skipped."""
-    return _new_tuple(_Ids, (trace_id, span_id, False, flags, state, True))
+    """A local span's context, with SpanContext's validity rule, built without its Python ``__new__``."""
+    valid = 0 < trace_id <= _MAX_TRACE_ID and 0 < span_id <= _MAX_SPAN_ID
+    return _new_tuple(_Ids, (trace_id, span_id, False, flags, state, valid))
 
 
 class _PlainResource(Resource):

@@ -201,3 +201,38 @@ def test_odd_attribute_values_are_cleaned_as_the_sdk_cleans_them() -> None:
         span.end()
         kept.append(dict(exporter.get_finished_spans()[0].attributes or {}))
     assert kept[1] == kept[0]
+
+
+def test_what_exporters_read_equals_the_sdks_values() -> None:
+    """Ids, resource and scope are plain-slot subclasses: equal to the API's objects, and read-only."""
+    import pickle
+
+    from opentelemetry.sdk.trace.id_generator import IdGenerator
+
+    provider = LeanTracerProvider(RESOURCE, ALWAYS_ON, shutdown_on_exit=False)
+    tracer = provider.get_tracer("scope", "1.2", schema_url="https://example.com/s", attributes={"k": "v"})
+    span = tracer.start_span("x")
+    ctx = span.get_span_context()
+    same = SpanContext(ctx.trace_id, ctx.span_id, ctx.is_remote, ctx.trace_flags, ctx.trace_state)
+    assert ctx == same and ctx.is_valid and pickle.loads(pickle.dumps(ctx)) == same
+    resource = span.resource  # type: ignore[attr-defined]
+    assert dict(resource.attributes) == dict(RESOURCE.attributes) and resource.schema_url == RESOURCE.schema_url
+    with pytest.raises(TypeError):
+        resource.attributes["service.name"] = "changed"
+    scope = span.instrumentation_scope  # type: ignore[attr-defined]
+    assert (scope.name, scope.version, scope.schema_url, dict(scope.attributes)) == (
+        "scope",
+        "1.2",
+        "https://example.com/s",
+        {"k": "v"},
+    )
+
+    class Zero(IdGenerator):  # an id generator that gives an invalid span id: the span must say so
+        def generate_span_id(self) -> int:
+            return 0
+
+        def generate_trace_id(self) -> int:
+            return 1
+
+    zero = LeanTracerProvider(RESOURCE, ALWAYS_ON, id_generator=Zero(), shutdown_on_exit=False)
+    assert not zero.get_tracer("t").start_span("x").get_span_context().is_valid
