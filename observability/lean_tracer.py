@@ -31,7 +31,7 @@ from types import MappingProxyType, TracebackType
 
 from opentelemetry import trace
 from opentelemetry.attributes import _clean_attribute_value
-from opentelemetry.context import Context
+from opentelemetry.context import Context, get_current
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, SpanLimits, SpanProcessor
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
@@ -44,6 +44,7 @@ from opentelemetry.semconv.attributes.exception_attributes import (
     EXCEPTION_TYPE,
 )
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
+from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.util.types import Attributes, AttributeValue
 
 log = logging.getLogger(__name__)
@@ -277,13 +278,9 @@ class LeanSpan(trace.Span):
         return False
 
     def _set(self, attributes: Mapping[str, AttributeValue]) -> None:
-        limits = self._tracer.limits
-        max_len = limits.max_attribute_length
         own = self.attributes
-        max_count = limits.max_span_attributes
         if (
-            max_len is None
-            and (max_count is None or len(own) + len(attributes) <= max_count)
+            len(own) + len(attributes) <= self._tracer.plain_room  # no value to truncate, room for all
             and _PLAIN.issuperset(map(type, attributes.values()))
             and _STR.issuperset(map(type, attributes))
             and "" not in attributes
@@ -292,6 +289,9 @@ class LeanSpan(trace.Span):
             # Checked in C (map, issuperset) and copied at once: the loop below cost ~0.4 µs a key.
             own.update(attributes)
             return
+        limits = self._tracer.limits
+        max_len = limits.max_attribute_length
+        max_count = limits.max_span_attributes
         for key, value in attributes.items():
             if not key or not isinstance(key, str):
                 log.warning("invalid attribute key %r: must be a non-empty string; dropped", key)
@@ -317,6 +317,14 @@ class LeanSpan(trace.Span):
         self.links.append(Link(link.context, attributes))
 
 
+def _span_in(context: Context | None) -> trace.Span:
+    """``trace.get_current_span(context)``, with one dict lookup and no ABC check for our own spans."""
+    span = (context if context is not None else get_current()).get(_SPAN_KEY)
+    if type(span) is LeanSpan:
+        return span
+    return span if isinstance(span, trace.Span) else trace.INVALID_SPAN
+
+
 def _overrides(processor: SpanProcessor, method: str) -> bool:
     """Whether ``processor`` does more in ``method`` than the base class's no-op."""
     return getattr(type(processor), method) is not getattr(SpanProcessor, method)
@@ -339,7 +347,10 @@ class LeanTracer(trace.Tracer):
     def __init__(self, provider: LeanTracerProvider, scope: InstrumentationScope) -> None:
         self.scope = scope
         self.resource = provider.resource
-        self.limits = provider.limits
+        self.limits = limits = provider.limits
+        # How many attributes a span takes before any limit applies: -1 when values may need truncating.
+        room = limits.max_span_attributes
+        self.plain_room: int = -1 if limits.max_attribute_length is not None else (1 << 62) if room is None else room
         self.processors = provider.processors  # the provider's lists, so later additions apply
         self._starters = provider.starters
         self._sampler = provider.sampler
@@ -357,7 +368,7 @@ class LeanTracer(trace.Tracer):
         set_status_on_exception: bool = True,
     ) -> trace.Span:
         """A recording span, or a non-recording one carrying the ids when the trace is not recorded."""
-        parent_span = trace.get_current_span(context)
+        parent_span = _span_in(context)
         parent = parent_span.get_span_context()
         if parent.is_valid and not parent.is_remote:
             # A local child: the parent's decision (see the module docstring).
