@@ -266,3 +266,29 @@ def test_without_export_requests_still_get_trace_ids_and_continue_the_caller(mak
     r = client.get(f"/v1/predict/{USER}", headers={"traceparent": f"00-{given}-00f067aa0ba902b7-01"})
     assert r.status_code == 200 and r.headers["x-trace-id"] == given
     assert "x-trace-id" not in client.get("/health").headers
+
+
+def test_fastapis_own_server_span_when_asked(
+    api_env: dict[str, str], receiver: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory, api: ApiServer
+) -> None:
+    """SKEWLESS_SERVER_SPAN=fastapi: FastAPI's instrumentation makes the server span, with the same shape."""
+    env = {**traced_env(api_env, receiver.endpoint), "SKEWLESS_SERVER_SPAN": "fastapi"}
+    server = ApiServer(env, tmp_path_factory.mktemp("api-fastapi-spans")).start("/ready")
+    try:
+        spans_by_scope = {}
+        for target in (server, api):
+            status, headers, _ = get(target.url(f"/v1/predict/{USER}"))
+            assert status == 200
+            spans = trace_of(receiver, headers["x-trace-id"], {"feature_retrieval", "model_inference"})
+            root = server_span(spans)
+            assert root.parent_span_id == "" and root.name == "GET /v1/predict/{entity_id}"
+            assert spans["feature_retrieval"].parent_span_id == root.span_id
+            spans_by_scope[root.scope] = root
+    finally:
+        server.stop()
+    assert set(spans_by_scope) == {"fastapi", "skewless.serving.http"}
+    theirs, ours = spans_by_scope["fastapi"], spans_by_scope["skewless.serving.http"]
+    # Same HTTP attributes (the port differs: two servers).
+    assert {k: v for k, v in ours.attributes.items() if k != "server.port"} == {
+        k: v for k, v in theirs.attributes.items() if k != "server.port"
+    }
