@@ -26,6 +26,7 @@ import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from operator import itemgetter
+from random import getrandbits
 from time import time_ns
 from types import MappingProxyType, TracebackType
 
@@ -355,6 +356,8 @@ class LeanTracer(trace.Tracer):
         self._starters = provider.starters
         self._sampler = provider.sampler
         self._ids = provider.id_generator
+        # The SDK's default generator is getrandbits(64) until non-zero: called directly for it.
+        self._random_ids = type(provider.id_generator) is RandomIdGenerator
 
     def start_span(
         self,
@@ -369,9 +372,13 @@ class LeanTracer(trace.Tracer):
     ) -> trace.Span:
         """A recording span, or a non-recording one carrying the ids when the trace is not recorded."""
         parent_span = _span_in(context)
-        parent = parent_span.get_span_context()
-        if parent.is_valid and not parent.is_remote:
-            # A local child: the parent's decision (see the module docstring).
+        if type(parent_span) is LeanSpan and parent_span.context[5]:
+            # A child of one of ours (local, valid): its decision, read straight from its slots.
+            parent = parent_span.context
+            trace_id, flags, state = parent[0], parent[3], parent[4]
+            record = parent_span.end_time is None
+        elif (parent := parent_span.get_span_context()).is_valid and not parent.is_remote:
+            # Another local parent: its decision too (see the module docstring).
             trace_id, state = parent.trace_id, parent.trace_state
             flags, record = parent.trace_flags, parent_span.is_recording()
         else:
@@ -382,7 +389,10 @@ class LeanTracer(trace.Tracer):
             state = result.trace_state or _NO_STATE  # immutable, so one empty state serves every root
             if result.attributes:
                 attributes = {**(attributes or {}), **result.attributes}
-        span_context = _ids(trace_id, self._ids.generate_span_id(), flags, state)
+        span_id = getrandbits(64) if self._random_ids else self._ids.generate_span_id()
+        while not span_id and self._random_ids:  # as RandomIdGenerator: never the invalid id 0
+            span_id = getrandbits(64)
+        span_context = _ids(trace_id, span_id, flags, state)
         if not record:
             return trace.NonRecordingSpan(span_context)
         span = LeanSpan(

@@ -84,7 +84,7 @@ class KeepSlowTraces(SpanProcessor):
 
     def on_end(self, span: ReadableSpan) -> None:
         """Export sampled spans now; decide on unsampled traces when their local root ends."""
-        ctx = span.get_span_context()
+        ctx = span.context  # ReadableSpan's property; a plain slot on the lean tracer's spans
         if ctx is None:
             return
         if ctx.trace_flags & _SAMPLED:  # the flag bit itself: TraceFlags.sampled is a Python property
