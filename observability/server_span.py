@@ -64,8 +64,10 @@ class ServerSpans:
         self.fields = frozenset(f.lower().encode("latin-1") for f in propagate.get_global_textmap().fields)
         self._hosts: dict[tuple[Any, ...], dict[str, AttributeValue]] = {}
 
-    def start(self, scope: Scope) -> tuple[Span, Context]:
-        """The request's server span and the context to attach for it (the caller's trace continued)."""
+    def start(self, scope: Scope) -> tuple[Span, Context, str]:
+        """The request's server span, the context to attach for it (the caller's trace continued), and
+        the route prefix to pass to ``finish``: the app's root path as the request arrived, before any
+        mount's router adds to it."""
         original = scope.get("method", "")
         method = self._method(original)
         attributes: dict[str, AttributeValue] = {
@@ -82,14 +84,15 @@ class ServerSpans:
             attributes["http.request.method_original"] = original
         parent = self._parent(scope)
         span = self.tracer.start_span(_span_method(method), context=parent, kind=SpanKind.SERVER, attributes=attributes)
-        return span, trace.set_span_in_context(span, parent)
+        prefix = scope.get("app_root_path", scope.get("root_path", "")).rstrip("/")
+        return span, trace.set_span_in_context(span, parent), prefix
 
-    def finish(self, span: Span, scope: Scope, status: int | None, error: BaseException | None) -> None:
+    def finish(self, span: Span, scope: Scope, prefix: str, status: int | None, error: BaseException | None) -> None:
         """Route, status code and failure on the span, then end it: ERROR for an exception or a 5xx."""
         attributes: dict[str, AttributeValue] = {}
         route = getattr(scope.get("route"), "path_format", None)
         if route is not None:
-            route = scope.get("app_root_path", scope.get("root_path", "")).rstrip("/") + route
+            route = prefix + route
             attributes["http.route"] = route
             span.update_name(f"{_span_method(self._method(scope.get('method', '')))} {route}")
         if status is not None:

@@ -164,9 +164,10 @@ class RequestTelemetry:
             return
         server = self.server_spans
         span: Span | None = None
+        prefix = ""
         attached: Token[Context] | None = None
         if server is not None:
-            span, ctx = server.start(scope)
+            span, ctx, prefix = server.start(scope)
             attached = context.attach(ctx)
         else:
             attached = context.attach(_local_trace_context(scope)) if self.local_ids else None
@@ -195,7 +196,7 @@ class RequestTelemetry:
             if error is not None and status is None and isinstance(error, Exception):
                 status = 500  # what the server error handler outside answers
             if span is not None and server is not None:
-                server.finish(span, scope, status, error)
+                server.finish(span, scope, prefix, status, error)
             ms = (time.perf_counter() - t0) * 1e3
             if ms >= self.slow_ms:
                 route = getattr(scope.get("route"), "path", None) or scope["path"]
