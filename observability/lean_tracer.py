@@ -387,8 +387,10 @@ class LeanTracer(trace.Tracer):
             record = result.decision is not _DROP
             flags = _SAMPLED if result.decision is _RECORD_AND_SAMPLE else _NOT_SAMPLED
             state = result.trace_state or _NO_STATE  # immutable, so one empty state serves every root
-            if result.attributes:
-                attributes = {**(attributes or {}), **result.attributes}
+            # As the SDK's tracer: the sampler's attributes are the span's. Its own samplers hand the
+            # span's back (a read-only view, slower to copy from than the dict it wraps): kept as given.
+            if result.attributes != (attributes or {}):
+                attributes = dict(result.attributes)
         span_id = getrandbits(64) if self._random_ids else self._ids.generate_span_id()
         while not span_id and self._random_ids:  # as RandomIdGenerator: never the invalid id 0
             span_id = getrandbits(64)

@@ -38,10 +38,10 @@ class RecordAlwaysSampler(Sampler):
         links: Sequence[Link] | None = None,
         trace_state: TraceState | None = None,
     ) -> SamplingResult:
-        """Delegate, then upgrade DROP to RECORD_ONLY."""
+        """Delegate, then upgrade DROP to RECORD_ONLY, with the span's attributes (a dropped result has none)."""
         result = self.delegate.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
         if result.decision is Decision.DROP:
-            return SamplingResult(Decision.RECORD_ONLY, result.attributes, result.trace_state)
+            return SamplingResult(Decision.RECORD_ONLY, attributes, result.trace_state)
         return result
 
     def get_description(self) -> str:

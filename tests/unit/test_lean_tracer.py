@@ -14,7 +14,15 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, Sampler, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
 from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 
 from observability.lean_tracer import LeanTracerProvider
@@ -149,6 +157,34 @@ def test_sampling_decisions_match_the_sdk_for_roots_children_and_remote_parents(
         return seen
 
     assert decisions(lean) == decisions(sdk)
+
+
+class _Renaming(Sampler):
+    """Samples everything, and gives each root span attributes of its own, as a sampler may."""
+
+    def should_sample(self, *args: object, **kwargs: object) -> SamplingResult:
+        return SamplingResult(Decision.RECORD_AND_SAMPLE, {"chosen.by": "sampler"})
+
+    def get_description(self) -> str:
+        return "renaming"
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [ALWAYS_ON, TraceIdRatioBased(1.0), RecordAlwaysSampler(ALWAYS_OFF), _Renaming()],
+    ids=["always_on", "ratio", "record_always_over_drop", "sampler_sets_attributes"],
+)
+def test_a_roots_attributes_are_the_samplers_as_in_the_sdk(sampler: Sampler) -> None:
+    def recorded(build: Callable[..., Built]) -> dict[str, object]:
+        provider, _ = build(sampler)
+        span = provider.get_tracer("t").start_span("root", attributes={"http.request.method": "GET", "n": 1})
+        assert span.is_recording()
+        return dict(span.attributes)  # type: ignore[attr-defined]  # both providers' spans have them
+
+    assert recorded(lean) == recorded(sdk)
+    # The record-always upgrade keeps the span's own attributes (a dropped result has none).
+    if isinstance(sampler, RecordAlwaysSampler):
+        assert recorded(lean) == {"http.request.method": "GET", "n": 1}
 
 
 def test_a_fresh_root_gets_a_new_trace_and_children_share_it() -> None:
