@@ -387,8 +387,9 @@ class LeanTracer(trace.Tracer):
             record = result.decision is not _DROP
             flags = _SAMPLED if result.decision is _RECORD_AND_SAMPLE else _NOT_SAMPLED
             state = result.trace_state or _NO_STATE  # immutable, so one empty state serves every root
-            # As the SDK's tracer: the sampler's attributes are the span's. Its own samplers hand the
-            # span's back (a read-only view, slower to copy from than the dict it wraps): kept as given.
+            # As the SDK's tracer: the sampler's attributes are the span's. The SDK's samplers hand the
+            # span's own back as a read-only view; when equal, the span's dict is kept (a view is slower
+            # to copy from), so the comparison is the only cost.
             if result.attributes != (attributes or {}):
                 attributes = dict(result.attributes)
         span_id = getrandbits(64) if self._random_ids else self._ids.generate_span_id()
