@@ -21,12 +21,14 @@ import json
 import random
 import statistics
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
 import orjson
 import typer
+
+from benchmarks.inprocess import InProcess
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -50,32 +52,9 @@ async def _run(users: int, n: int) -> dict[str, Any]:
     from serving.predict import predict
 
     fastapi_app = create_app()
+    client = InProcess(fastapi_app)
     rng = random.Random(7)
     ids = [f"u{rng.randrange(users):07d}" for _ in range(n)]
-    sent: list[MutableMapping[str, Any]] = []
-
-    async def send(message: MutableMapping[str, Any]) -> None:
-        sent.append(message)
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    def scope(path: str) -> dict[str, Any]:
-        return {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": path,
-            "raw_path": path.encode(),
-            "query_string": b"",
-            "root_path": "",
-            "headers": [(b"host", b"bench")],
-            "client": ("127.0.0.1", 1),
-            "server": ("127.0.0.1", 80),
-            "app": fastapi_app,
-        }
 
     async with fastapi_app.router.lifespan_context(fastapi_app):
         state = fastapi_app.state.skewless
@@ -83,9 +62,8 @@ async def _run(users: int, n: int) -> dict[str, Any]:
         assert model is not None, "no model is serving"
 
         async def whole(i: int) -> None:
-            sent.clear()
-            await fastapi_app(scope(f"/v1/predict/{ids[i]}"), receive, send)
-            assert sent[0]["status"] in (200, 404), sent
+            status = await client.get(f"/v1/predict/{ids[i]}")
+            assert status in (200, 404), client.sent
 
         async def validation(i: int) -> None:
             check_entity_ids([ids[i]], state)

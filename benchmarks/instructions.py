@@ -1,0 +1,88 @@
+"""CPU, or instructions, per `GET /v1/predict/{id}` in-process, for whatever tracing the environment sets.
+
+On a shared host, throughput runs minutes apart can differ by more than the change being
+measured. Two figures that do not depend on what the rest of the machine does:
+
+- CPU time per request (``time.process_time``, every thread of this process): run it twice,
+  with and without the change, and compare;
+- instructions per request, under valgrind: the same total for the same code and inputs.
+  With ``--callgrind``, instrumentation is switched on (``callgrind_control -i on``) only for
+  the measured requests, after start-up and the warm-up::
+
+    valgrind --tool=callgrind --instr-atstart=no --callgrind-out-file=cg.%p \\
+        .venv/bin/python -O -m benchmarks.instructions --callgrind --requests 1000
+    callgrind_annotate cg.<pid>          # total / requests = instructions per request
+
+Run it with the harness's environment (``SKEWLESS_*``, ``MLFLOW_*``; ``SKEWLESS_TRACE_EXPORT``
+and ``OTEL_*`` for tracing), as ``benchmarks.stages`` is. Prints one JSON line.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess  # nosec B404: runs callgrind_control with a fixed argument list
+import time
+from typing import Any
+
+import typer
+
+from benchmarks.inprocess import InProcess
+
+app = typer.Typer(add_completion=False, help=__doc__)
+
+WARM_UP = 500
+
+
+def _instrument(on: bool) -> None:
+    """Switch valgrind's instrumentation of this process on or off."""
+    tool = shutil.which("callgrind_control")
+    if tool is None:
+        raise typer.BadParameter("--callgrind needs valgrind's callgrind_control on PATH")
+    subprocess.run([tool, "-i", "on" if on else "off", str(os.getpid())], check=True, capture_output=True)  # nosec B603
+
+
+async def _run(users: int, requests: int, callgrind: bool) -> dict[str, Any]:
+    from serving.app import create_app
+
+    fastapi_app = create_app()
+    client = InProcess(fastapi_app)
+    rng = random.Random(7)
+    paths = [f"/v1/predict/u{rng.randrange(users):07d}" for _ in range(WARM_UP + requests)]
+    async with fastapi_app.router.lifespan_context(fastapi_app):
+        for path in paths[:WARM_UP]:
+            await client.get(path)
+        if callgrind:
+            _instrument(True)
+        cpu, wall = time.process_time(), time.perf_counter()
+        statuses = [await client.get(path) for path in paths[WARM_UP:]]
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        if callgrind:
+            _instrument(False)
+    if any(status != 200 for status in statuses):
+        raise RuntimeError(f"{sum(s != 200 for s in statuses)} of {requests} requests failed: are the users in Redis?")
+    return {
+        "requests": requests,
+        "cpu_us_per_request": cpu / requests * 1e6,
+        "wall_us_per_request": wall / requests * 1e6,
+        "trace_export": os.environ.get("SKEWLESS_TRACE_EXPORT", "false"),
+        "sampler": os.environ.get("OTEL_TRACES_SAMPLER", "(default)"),
+    }
+
+
+@app.command()
+def main(
+    users: int = typer.Option(100_000, help="Users that exist in Redis."),
+    requests: int = typer.Option(3000, min=1, help="Requests measured, after a warm-up of 500."),
+    callgrind: bool = typer.Option(False, help="Running under callgrind: instrument only the measured requests."),
+) -> None:
+    """Print one JSON line: CPU and wall microseconds per request."""
+    import uvloop  # the server's event loop (uvicorn[standard]), so the count is the served one's
+
+    print(json.dumps(uvloop.run(_run(users, requests, callgrind))))
+
+
+if __name__ == "__main__":
+    app()
