@@ -22,6 +22,8 @@ STALL_MS = 1.0  # a sleep returning this much later than asked counts as a stall
 
 def probe(seconds: float) -> dict[str, float]:
     """Sleep ``SLEEP_S`` at a time for ``seconds``; the stalls per second and the worst, in ms."""
+    if not seconds > 0:
+        raise ValueError(f"seconds must be positive, not {seconds}")
     late: list[float] = []
     end = time.perf_counter() + seconds
     sleeps = 0
