@@ -26,16 +26,14 @@ def probe(seconds: float) -> dict[str, float]:
         raise ValueError(f"seconds must be positive, not {seconds}")
     late: list[float] = []
     end = time.perf_counter() + seconds
-    sleeps = 0
     while (start := time.perf_counter()) < end:
         time.sleep(SLEEP_S)
         late.append((time.perf_counter() - start - SLEEP_S) * 1e3)
-        sleeps += 1
     late.sort()
     stalls = [x for x in late if x > STALL_MS]
     return {
         "seconds": seconds,
-        "sleeps": sleeps,
+        "sleeps": len(late),
         "stalls_per_s": len(stalls) / seconds,
         "p99_late_ms": late[int(0.99 * (len(late) - 1))],
         "max_late_ms": late[-1],
