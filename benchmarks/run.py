@@ -8,6 +8,7 @@ cores with taskset when there are two.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import platform
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
@@ -305,9 +307,7 @@ def _load_cases(env: dict[str, str], users: int, seconds: int, workers: int, res
     finally:
         stop(proc)
     port = free_port()
-    noop = [sys.executable, "-O", "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
-    noop += ["--log-level", "warning", "--loop", "uvloop", "--http", "httptools", "--workers", str(workers)]
-    proc, _ = _serve([*noop, "--factory", "benchmarks.noop_app:create_app"], env, port, "/docs")
+    proc, _ = _serve(_noop(workers)(port), env, port, "/docs")
     try:
         console.print("[bold]load[/bold]: no-op")
         _wrk(port, "wrk_single.lua", 8, 2, users)
@@ -317,6 +317,7 @@ def _load_cases(env: dict[str, str], users: int, seconds: int, workers: int, res
             cases[f"client check: open loop {rate} req/s vs no-op"] = _openloop(port, rate, seconds, users)
     finally:
         stop(proc)
+    results["noop_ratio"] = _noop_ratio(env, users, workers)
     feast_rps = cases["d. feast serve, features only, 8 conns"]["rps"]
     noop_rps = cases["e. no-op FastAPI, 8 conns"]["rps"]
     for c in cases.values():
@@ -325,33 +326,73 @@ def _load_cases(env: dict[str, str], users: int, seconds: int, workers: int, res
     return cases
 
 
-def _tracing_ratio(env: dict[str, str], endpoint: str, users: int, workers: int, rounds: int = 3) -> dict[str, Any]:
-    """Throughput traced (sampling 1.0, exported) over untraced, from interleaved runs of both servers.
+# One server to interleave: its command line for a port, its environment, its readiness path.
+Server = tuple[Callable[[int], list[str]], dict[str, str], str]
 
-    Both servers run at once (the idle one costs nothing) and the load alternates between them,
-    off, on, off, on, ...: on a shared host, runs minutes apart differed by up to 2×, more than
-    tracing itself does. The medians of each side give the ratio.
+
+def _interleaved(servers: dict[str, Server], users: int, workers: int, rounds: int = 3) -> dict[str, list[float]]:
+    """Throughput of each server, 8 connections, from 5 s runs interleaved between them.
+
+    All servers run at once (an idle one costs nothing) and the load alternates: a, b, a, b, ...
+    On a shared host, runs minutes apart differed by up to 2×, more than what these ratios
+    compare, so a ratio comes from the medians of runs taken side by side.
     """
-    servers = {}
+    running: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     try:
-        for name, server_env in (("off", env), ("on", _tracing_env(env, endpoint, "1.0"))):
+        for name, (argv, server_env, ready) in servers.items():
             port = free_port()
-            servers[name] = (_serve(_api(port, workers), server_env, port, "/ready")[0], port)
-            _wait_compiled(port, workers)
+            running[name] = (_serve(argv(port), server_env, port, ready)[0], port)
+            if ready == "/ready":  # ours: measured with the scorer it serves with
+                _wait_compiled(port, workers)
             _wrk(port, "wrk_single.lua", 8, 2, users)  # warm-up
-        rps: dict[str, list[float]] = {"off": [], "on": []}
-        console.print(f"[bold]load[/bold]: tracing off and on, interleaved, {rounds} rounds")
+        rps: dict[str, list[float]] = {name: [] for name in servers}
+        console.print(f"[bold]load[/bold]: {' and '.join(servers)}, interleaved, {rounds} rounds")
         for _ in range(rounds):
-            for name, (_, port) in servers.items():
+            for name, (_, port) in running.items():
                 rps[name].append(_wrk(port, "wrk_single.lua", 8, 5, users)["rps"])
     finally:
-        for proc, _ in servers.values():
+        for proc, _ in running.values():
             stop(proc)
+    return rps
+
+
+def _ratio(rps: dict[str, list[float]], top: str, bottom: str) -> dict[str, Any]:
+    """The ratio of two servers' median throughputs, with every run's figure."""
     return {
-        "off_rps": rps["off"],
-        "on_rps": rps["on"],
-        "ratio": statistics.median(rps["on"]) / statistics.median(rps["off"]),
+        f"{top}_rps": rps[top],
+        f"{bottom}_rps": rps[bottom],
+        "ratio": statistics.median(rps[top]) / statistics.median(rps[bottom]),
     }
+
+
+def _tracing_ratio(env: dict[str, str], endpoint: str, users: int, workers: int) -> dict[str, Any]:
+    """Throughput traced (sampling 1.0, exported) over untraced, interleaved."""
+    ours = functools.partial(_api, workers=workers)
+    servers: dict[str, Server] = {
+        "off": (ours, env, "/ready"),
+        "on": (ours, _tracing_env(env, endpoint, "1.0"), "/ready"),
+    }
+    return _ratio(_interleaved(servers, users, workers), "on", "off")
+
+
+def _noop_ratio(env: dict[str, str], users: int, workers: int) -> dict[str, Any]:
+    """Our single-entity throughput (production settings, tracing off) over the no-op endpoint's, interleaved."""
+    servers: dict[str, Server] = {
+        "ours": (functools.partial(_api, workers=workers), env, "/ready"),
+        "noop": (_noop(workers), env, "/docs"),
+    }
+    return _ratio(_interleaved(servers, users, workers), "ours", "noop")
+
+
+def _noop(workers: int) -> Callable[[int], list[str]]:
+    """The no-op FastAPI endpoint's command line, on the same server settings as ours."""
+
+    def argv(port: int) -> list[str]:
+        noop = [sys.executable, "-O", "-m", "uvicorn", "--host", "127.0.0.1", "--port", str(port), "--no-access-log"]
+        noop += ["--log-level", "warning", "--loop", "uvloop", "--http", "httptools", "--workers", str(workers)]
+        return [*noop, "--factory", "benchmarks.noop_app:create_app"]
+
+    return argv
 
 
 def _stages(env: dict[str, str], users: int) -> dict[str, Any]:
@@ -408,6 +449,7 @@ def _write(results: dict[str, Any], out: Path) -> None:
         lines += [f"- {name}: {', '.join(f'{p:.2f}' for p in p99s)}" for name, p99s in runs.items()]
     s = results["steps"]
     ratio = results.get("tracing_ratio", {})
+    noop = results.get("noop_ratio", {})
     jitter = results.get("host_jitter", {})
     lines += [
         "",
@@ -426,6 +468,9 @@ def _write(results: dict[str, Any], out: Path) -> None:
         f"{ratio.get('ratio', 0):.2f}: median {_median(ratio.get('on_rps'))} / {_median(ratio.get('off_rps'))} req/s "
         f"(on {_listed(ratio.get('on_rps'))}; off {_listed(ratio.get('off_rps'))}; "
         f"{results.get('spans_received', 0):,} spans received) |",
+        f"| throughput ours / no-op (8 conns, tracing off, interleaved 5 s runs) | "
+        f"{noop.get('ratio', 0):.2f}: median {_median(noop.get('ours_rps'))} / {_median(noop.get('noop_rps'))} req/s "
+        f"(ours {_listed(noop.get('ours_rps'))}; no-op {_listed(noop.get('noop_rps'))}) |",
     ]
     if jitter:
         stalls = "; ".join(

@@ -25,10 +25,12 @@ import atexit
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from operator import itemgetter
 from random import getrandbits
 from time import time_ns
 from types import MappingProxyType, TracebackType
+from typing import NamedTuple
 
 from opentelemetry import trace
 from opentelemetry.attributes import _clean_attribute_value
@@ -36,7 +38,15 @@ from opentelemetry.context import Context, get_current
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, SpanLimits, SpanProcessor
 from opentelemetry.sdk.trace.id_generator import IdGenerator, RandomIdGenerator
-from opentelemetry.sdk.trace.sampling import Decision, Sampler
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_OFF,
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    ParentBasedTraceIdRatio,
+    Sampler,
+    TraceIdRatioBased,
+)
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.semconv.attributes.exception_attributes import (
     EXCEPTION_ESCAPED,
@@ -48,21 +58,31 @@ from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode,
 from opentelemetry.trace.propagation import _SPAN_KEY
 from opentelemetry.util.types import Attributes, AttributeValue
 
+from observability.slow_traces import RecordAlwaysSampler
+
 log = logging.getLogger(__name__)
+
+# The innermost of our spans made current for a block without an OpenTelemetry context: a
+# request's server span and its stages (``serving.telemetry``). Building, attaching and
+# detaching a Context for each stage, then looking it up again for every child, cost as much as
+# the span itself; a ContextVar set and reset is two C calls. Children started with
+# ``LeanTracer.start_child`` take their parent from here, logs read their span id from here
+# first (``observability.logs``), and calls into instrumented libraries attach it as the
+# OpenTelemetry current span around themselves (``serving.telemetry.foreign_spans``).
+current_span: ContextVar[LeanSpan | None] = ContextVar("skewless_current_span", default=None)
 
 # Values that need no cleaning: what nearly every instrumentation sets.
 _PLAIN = frozenset((str, bool, int, float))
 _STR = frozenset((str,))
-_UNSET = Status(StatusCode.UNSET)
 _OK = StatusCode.OK
 _DROP = Decision.DROP
 _RECORD_AND_SAMPLE = Decision.RECORD_AND_SAMPLE
 _SAMPLED = TraceFlags(TraceFlags.SAMPLED)
 _NOT_SAMPLED = TraceFlags(TraceFlags.DEFAULT)
-_NO_STATE = TraceState()
 _new_tuple = tuple.__new__
 _MAX_TRACE_ID = 2**128 - 1
 _MAX_SPAN_ID = 2**64 - 1
+_LOW_64 = 2**64 - 1  # TraceIdRatioBased.TRACE_ID_LIMIT: the ratio samplers decide on these bits
 
 # What an exporter reads of every span it copies, as plain slots or C accessors.
 #
@@ -89,6 +109,39 @@ def _ids(trace_id: int, span_id: int, flags: TraceFlags, state: TraceState) -> S
     """A local span's context, with SpanContext's validity rule, built without its Python ``__new__``."""
     valid = 0 < trace_id <= _MAX_TRACE_ID and 0 < span_id <= _MAX_SPAN_ID
     return _new_tuple(_Ids, (trace_id, span_id, False, flags, state, valid))
+
+
+class _PlainStatus(Status):
+    """The same status, its code and description as slots.
+
+    fastotel reads both of every span it copies; through Status's Python properties that was
+    two Python calls a span, a slot read is none. Built by Status's own ``__init__``, so the
+    description rule (kept only with ERROR, else a warning) is the SDK's.
+    """
+
+    __slots__ = ("description", "status_code")
+
+    def __init__(self, status_code: StatusCode = StatusCode.UNSET, description: str | None = None) -> None:
+        super().__init__(status_code, description)
+        self.status_code = self._status_code  # type: ignore[misc]  # a slot where Status has a property
+        self.description = self._description  # type: ignore[misc]
+
+
+class _EmptyState(TraceState):
+    """An empty trace state whose ``items`` is the C method of its dict.
+
+    Exporters call ``trace_state.items()`` for every span they copy, and TraceState's is a Python
+    method around the same call. Nearly every span carries the empty state (one instance serves
+    them all: a TraceState is immutable, its ``add``/``update`` return new ones).
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.items = self._dict.items  # type: ignore[method-assign]  # shadows the class's, same result
+
+
+_UNSET = _PlainStatus(StatusCode.UNSET)
+_NO_STATE = _EmptyState()
 
 
 class _PlainResource(Resource):
@@ -159,7 +212,7 @@ class LeanSpan(trace.Span):
         self.kind = kind
         self.resource = tracer.resource
         self.instrumentation_scope = tracer.scope
-        self.status = _UNSET
+        self.status: Status = _UNSET
         self.end_time: int | None = None
         self.dropped_attributes = self.dropped_events = self.dropped_links = 0
         self.attributes: dict[str, AttributeValue] = {}  # read-only once ended, as ReadableSpan's
@@ -186,12 +239,12 @@ class LeanSpan(trace.Span):
 
     def set_attributes(self, attributes: Mapping[str, AttributeValue]) -> None:
         """Set several attributes; ignored once the span has ended."""
-        if self._writable("set_attributes"):
+        if self.end_time is None or self._writable("set_attributes"):  # the check inlined: per span
             self._set(attributes)
 
     def set_attribute(self, key: str, value: AttributeValue) -> None:
         """Set one attribute; ignored once the span has ended."""
-        if self._writable("set_attribute"):
+        if self.end_time is None or self._writable("set_attribute"):  # the check inlined: per span
             self._set({key: value})
 
     def add_event(self, name: str, attributes: Attributes = None, timestamp: int | None = None) -> None:
@@ -212,20 +265,21 @@ class LeanSpan(trace.Span):
 
     def update_name(self, name: str) -> None:
         """Rename the span."""
-        if self._writable("update_name"):
+        if self.end_time is None or self._writable("update_name"):  # the check inlined: per span
             self.name = name
 
     def set_status(self, status: Status | StatusCode, description: str | None = None) -> None:
         """As the SDK: UNSET is ignored, and OK is final."""
-        if not self._writable("set_status") or self.status.status_code is _OK:
+        if (self.end_time is not None and not self._writable("set_status")) or self.status.status_code is _OK:
             return
         if isinstance(status, Status):
             if status.status_code is not StatusCode.UNSET:
                 if description is not None:
                     log.warning("Description %s ignored: pass a Status or a StatusCode and description", description)
-                self.status = status
+                plain = type(status) is _PlainStatus
+                self.status = status if plain else _PlainStatus(status.status_code, status.description)
         elif status is not StatusCode.UNSET:
-            self.status = Status(status, description)
+            self.status = _PlainStatus(status, description)
 
     def record_exception(
         self,
@@ -342,6 +396,35 @@ def _cleaned(attributes: Attributes, max_count: int | None, max_len: int | None)
     return out
 
 
+class _RootRule(NamedTuple):
+    bound: int  # sampled when the trace id's low 64 bits are below it
+    record: bool  # record the span anyway when not sampled (RECORD_ONLY instead of DROP)
+
+
+def _root_rule(sampler: Sampler) -> _RootRule | None:
+    """What ``sampler`` decides for a span with no parent, as a bound on the trace id; None if it is not that simple.
+
+    The samplers OTEL_TRACES_SAMPLER builds (always_on/off, traceidratio and their parentbased_
+    forms) answer a root by ``trace_id & 2**64-1 < bound`` alone, keep the span's attributes when
+    sampling, and give no trace state. Asking them cost five Python calls and a SamplingResult a
+    request. Only these exact classes are recognised (a subclass may decide otherwise); every
+    other sampler is asked as before. ``tests/unit/test_lean_tracer.py`` checks the decisions
+    against the samplers' own for random trace ids.
+    """
+    record = False
+    if type(sampler) is RecordAlwaysSampler:
+        sampler, record = sampler.delegate, True
+    if type(sampler) in (ParentBased, ParentBasedTraceIdRatio) and isinstance(sampler, ParentBased):
+        sampler = sampler._root  # what ParentBased asks when there is no parent
+    if type(sampler) is TraceIdRatioBased:
+        return _RootRule(sampler.bound, record)
+    if sampler is ALWAYS_ON:
+        return _RootRule(1 << 64, record)
+    if sampler is ALWAYS_OFF:
+        return _RootRule(0, record)
+    return None
+
+
 class LeanTracer(trace.Tracer):
     """Starts LeanSpans for one instrumentation scope."""
 
@@ -356,8 +439,9 @@ class LeanTracer(trace.Tracer):
         self._starters = provider.starters
         self._sampler = provider.sampler
         self._ids = provider.id_generator
-        # The SDK's default generator is getrandbits(64) until non-zero: called directly for it.
+        # The SDK's default generator is getrandbits until non-zero: called directly for it.
         self._random_ids = type(provider.id_generator) is RandomIdGenerator
+        self._root_rule = _root_rule(provider.sampler)
 
     def start_span(
         self,
@@ -381,8 +465,13 @@ class LeanTracer(trace.Tracer):
             # Another local parent: its decision too (see the module docstring).
             trace_id, state = parent.trace_id, parent.trace_state
             flags, record = parent.trace_flags, parent_span.is_recording()
+        elif not parent.is_valid and (rule := self._root_rule) is not None:
+            # A new trace under a sampler whose answer for roots is a bound on the trace id (see _root_rule).
+            trace_id = self._trace_id()
+            sampled = trace_id & _LOW_64 < rule.bound
+            flags, record, state = (_SAMPLED, True, _NO_STATE) if sampled else (_NOT_SAMPLED, rule.record, _NO_STATE)
         else:
-            trace_id = parent.trace_id if parent.is_valid else self._ids.generate_trace_id()
+            trace_id = parent.trace_id if parent.is_valid else self._trace_id()
             result = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)
             record = result.decision is not _DROP
             flags = _SAMPLED if result.decision is _RECORD_AND_SAMPLE else _NOT_SAMPLED
@@ -392,10 +481,7 @@ class LeanTracer(trace.Tracer):
             # to copy from), so the comparison is the only cost.
             if result.attributes != (attributes or {}):
                 attributes = dict(result.attributes)
-        span_id = getrandbits(64) if self._random_ids else self._ids.generate_span_id()
-        while not span_id and self._random_ids:  # as RandomIdGenerator: never the invalid id 0
-            span_id = getrandbits(64)
-        span_context = _ids(trace_id, span_id, flags, state)
+        span_context = _ids(trace_id, self._span_id(), flags, state)
         if not record:
             return trace.NonRecordingSpan(span_context)
         span = LeanSpan(
@@ -413,6 +499,43 @@ class LeanTracer(trace.Tracer):
         for processor in self._starters:
             processor.on_start(span, context)  # type: ignore[arg-type]  # LeanSpan has the Span API
         return span
+
+    def start_child(
+        self, name: str, parent: LeanSpan, kind: SpanKind, attributes: dict[str, AttributeValue] | None
+    ) -> trace.Span:
+        """``start_span`` under ``parent``, one of this provider's spans, given directly instead of in a context.
+
+        The same span as ``start_span(name, set_span_in_context(parent), kind, attributes)``, without
+        building that context or reading it back: a request's stage spans know their parent
+        (``current_span``), and the lookup was a fifth of what starting one cost.
+        """
+        ids = parent.context
+        if self._starters or not ids[5]:  # processors that see the start get the context they expect
+            return self.start_span(name, trace.set_span_in_context(parent), kind, attributes)
+        if self._random_ids:  # a valid parent and a non-zero 64-bit id: valid, without _ids' checks
+            span_id = getrandbits(64) or self._span_id()  # the draw inlined; 0 (never, in practice) draws again
+            span_context: SpanContext = _new_tuple(_Ids, (ids[0], span_id, False, ids[3], ids[4], True))
+        else:
+            span_context = _ids(ids[0], self._span_id(), ids[3], ids[4])
+        if parent.end_time is not None:  # as start_span: a child of an ended span is not recorded
+            return trace.NonRecordingSpan(span_context)
+        return LeanSpan(self, name, span_context, ids, kind, attributes, None, None, True, True)
+
+    def _trace_id(self) -> int:
+        if not self._random_ids:
+            return self._ids.generate_trace_id()
+        trace_id = getrandbits(128)
+        while not trace_id:  # as RandomIdGenerator: never the invalid id 0
+            trace_id = getrandbits(128)
+        return trace_id
+
+    def _span_id(self) -> int:
+        if not self._random_ids:
+            return self._ids.generate_span_id()
+        span_id = getrandbits(64)
+        while not span_id:
+            span_id = getrandbits(64)
+        return span_id
 
     @contextmanager
     def start_as_current_span(  # type: ignore[override]  # the API wraps it in its own decorator type
@@ -464,7 +587,7 @@ class LeanTracerProvider(trace.TracerProvider):
         instrumenting_library_version: str | None = None,
         schema_url: str | None = None,
         attributes: Attributes = None,
-    ) -> trace.Tracer:
+    ) -> LeanTracer:
         """A tracer for one instrumentation scope (name, version, schema URL)."""
         scope = _PlainScope(instrumenting_module_name, instrumenting_library_version, schema_url, attributes)
         return LeanTracer(self, scope)

@@ -8,6 +8,7 @@ import sys
 from opentelemetry import trace
 from pythonjsonlogger.orjson import OrjsonFormatter
 
+from observability.lean_tracer import current_span
 from observability.settings import TelemetrySettings
 
 # uvicorn installs its own handlers on these; they get ours so every line has one shape.
@@ -18,11 +19,16 @@ _CHATTY_LOGGERS = ("feast",)
 
 
 class TraceContextFilter(logging.Filter):
-    """Adds ``trace_id`` and ``span_id`` (hex, as Jaeger shows them) from the active span."""
+    """Adds ``trace_id`` and ``span_id`` (hex, as Jaeger shows them) from the active span.
+
+    The active span is the request's current stage when one is (``lean_tracer.current_span``:
+    stages are made current there, not in an OpenTelemetry context), else OpenTelemetry's.
+    """
 
     def filter(self, record: logging.LogRecord) -> bool:
         """Annotate, never drop; an explicit ``extra={"trace_id": ...}`` wins."""
-        ctx = trace.get_current_span().get_span_context()
+        stage = current_span.get()
+        ctx = stage.context if stage is not None else trace.get_current_span().get_span_context()
         if not hasattr(record, "trace_id"):
             record.trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else None
         if not hasattr(record, "span_id"):

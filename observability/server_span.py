@@ -63,13 +63,14 @@ class ServerSpans:
         # Header names the configured propagators read (traceparent, tracestate, baggage, ...).
         self.fields = frozenset(f.lower().encode("latin-1") for f in propagate.get_global_textmap().fields)
         self._hosts: dict[tuple[Any, ...], dict[str, AttributeValue]] = {}
+        self._method_names: dict[str, tuple[str, str]] = {}
 
     def start(self, scope: Scope) -> tuple[Span, Context, str]:
         """The request's server span, the context to attach for it (the caller's trace continued), and
         the route prefix to pass to ``finish``: the app's root path as the request arrived, before any
         mount's router adds to it."""
         original = scope.get("method", "")
-        method = self._method(original)
+        method, name = self._names(original)
         attributes: dict[str, AttributeValue] = {
             "url.scheme": scope.get("scheme", "http"),
             "http.request.method": method,
@@ -83,7 +84,7 @@ class ServerSpans:
         if original != method:
             attributes["http.request.method_original"] = original
         parent = self._parent(scope)
-        span = self.tracer.start_span(_span_method(method), context=parent, kind=SpanKind.SERVER, attributes=attributes)
+        span = self.tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=attributes)
         prefix = scope.get("app_root_path", scope.get("root_path", "")).rstrip("/")
         return span, trace.set_span_in_context(span, parent), prefix
 
@@ -94,7 +95,7 @@ class ServerSpans:
         if route is not None:
             route = prefix + route
             attributes["http.route"] = route
-            span.update_name(f"{_span_method(self._method(scope.get('method', '')))} {route}")
+            span.update_name(f"{self._names(scope.get('method', ''))[1]} {route}")
         if status is not None:
             attributes["http.response.status_code"] = status
         if error is not None or status is None or status >= 500:
@@ -103,8 +104,15 @@ class ServerSpans:
         span.set_attributes(attributes)
         span.end()
 
-    def _method(self, method: str) -> str:
-        return method if method in self.methods else "_OTHER"
+    def _names(self, method: str) -> tuple[str, str]:
+        """The request's method as the attribute gives it (``_OTHER`` if unknown) and as the span name starts."""
+        names = self._method_names.get(method)
+        if names is None:
+            known = method if method in self.methods else "_OTHER"
+            names = (known, _span_method(known))
+            if len(self._method_names) < _MAX_HOSTS:  # bounded: a client can send any method
+                self._method_names[method] = names
+        return names
 
     def _server(self, scope: Scope) -> Mapping[str, AttributeValue]:
         host = None

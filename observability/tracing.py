@@ -19,7 +19,7 @@ from opentelemetry.sdk.trace import SpanProcessor
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, Sampler, _get_from_env_or_default
 
-from observability.bursts import MAX_WAIT_S, SpanBursts
+from observability.bursts import MAX_WAIT_S, SpanBursts, native_on_end
 from observability.lean_tracer import LeanTracerProvider
 from observability.settings import TelemetrySettings
 from observability.slow_traces import KeepSlowTraces, RecordAlwaysSampler
@@ -55,7 +55,8 @@ def _exporting_processor(native: bool) -> SpanProcessor:
     if native and _protocol() == "http/protobuf":
         from fastotel import OTLPSpanProcessor
 
-        return SpanBursts(OTLPSpanProcessor(), max_wait_s=min(MAX_WAIT_S, _schedule_delay_s()))
+        processor = OTLPSpanProcessor()
+        return SpanBursts(processor, max_wait_s=min(MAX_WAIT_S, _schedule_delay_s()), on_end=native_on_end(processor))
     return BatchSpanProcessor(_exporter())
 
 

@@ -48,7 +48,7 @@ TOLERANCE = 1e-9  # the skew test's bound between served and offline scores
 FBLOCKSIZE = 34  # lleaves' default: trees per pass over the rows
 COMPILE_TIMEOUT_S = 600.0
 VERIFY_ROWS = 4096
-_DOUBLE_P = ctypes.POINTER(ctypes.c_double)
+_DOUBLE = ctypes.c_double
 # LightGBM's kZeroThreshold (1e-35f). Its dense-row reader keeps a value only if |v| > this or NaN,
 # so a value in that band scores as 0.0 there (a split at exactly -kZeroThreshold sends it right);
 # lleaves compares the raw value. Mapping the band to 0.0 first makes the two agree.
@@ -85,7 +85,12 @@ class Scorer:
         out = np.empty(n, dtype=np.float64)
         if n:
             # Straight to the compiled function: lleaves' own predict adds ~5-15 µs of Python per call.
-            self._entry(rows.ctypes.data_as(_DOUBLE_P), out.ctypes.data_as(_DOUBLE_P), 0, n)
+            # The arrays go as ctypes arrays over their buffers (C calls only; a ctypes array passes
+            # where a double* is expected): ``ndarray.ctypes.data_as`` is five Python calls an array,
+            # ~7 µs for the two against ~2.5 µs.
+            rows_p = (_DOUBLE * rows.size).from_buffer(rows)  # type: ignore[arg-type]  # ndarray is a buffer
+            out_p = (_DOUBLE * n).from_buffer(out)
+            self._entry(rows_p, out_p, 0, n)
         return out
 
 

@@ -26,7 +26,7 @@ from redis.exceptions import RedisError, ResponseError
 
 from feature_repo.contract import Contract
 from serving.redis_wire import RedisWire, UnsupportedConfigError
-from serving.telemetry import client_span
+from serving.telemetry import client_span, foreign_spans
 
 if TYPE_CHECKING:
     from serving.redis_layout import RedisLayout
@@ -461,18 +461,20 @@ class OnlineFeatures:
             with client_span("HMGET", attributes):
                 return await self._wire.hmget_many(layout.keys(entity_ids), layout.fields)
         assert self._redis is not None  # instrumented by opentelemetry-instrumentation-redis
-        if len(entity_ids) == 1:  # one command, no pipeline object: the common case, kept cheap
-            return [await self._redis.hmget(layout.key(entity_ids[0]), layout.fields)]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for eid in entity_ids:
-                pipe.hmget(layout.key(eid), layout.fields)
-            return list(await pipe.execute())
+        with foreign_spans():
+            if len(entity_ids) == 1:  # one command, no pipeline object: the common case, kept cheap
+                return [await self._redis.hmget(layout.key(entity_ids[0]), layout.fields)]
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for eid in entity_ids:
+                    pipe.hmget(layout.key(eid), layout.fields)
+                return list(await pipe.execute())
 
     async def _sdk(self, plan: FeaturePlan, entity_ids: Sequence[str], now: float) -> list[EntityFeatures]:
-        # Feast's async read batches every view's HMGETs into one pipeline.
-        response = await self.store.get_online_features_async(
-            features=plan.service, entity_rows={plan.entity_key: list(entity_ids)}
-        )
+        # Feast's async read batches every view's HMGETs into one pipeline (redis-py's spans).
+        with foreign_spans():
+            response = await self.store.get_online_features_async(
+                features=plan.service, entity_rows={plan.entity_key: list(entity_ids)}
+            )
         proto = response.proto
         return assemble(plan, entity_ids, list(proto.metadata.feature_names.val), proto.results, now, self.stale_policy)
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
+from contextlib import contextmanager
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from random import getrandbits
@@ -31,6 +32,7 @@ from opentelemetry.trace import Span, SpanContext, SpanKind
 from opentelemetry.util.types import AttributeValue
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from observability.lean_tracer import LeanSpan, LeanTracer, current_span
 from observability.server_span import ServerSpans
 from observability.settings import TelemetrySettings
 from observability.tracing import sdk_disabled, setup_tracing, trace_id_hex
@@ -44,6 +46,7 @@ SERVICE_NAME = "skewless-api"
 _PROPAGATION_HEADERS = (b"traceparent", b"tracestate")
 
 _tracer = trace.get_tracer("skewless.serving")
+_lean: LeanTracer | None = None  # the same tracer once instrument() has set tracing up
 _EMPTY = Context()
 _spans_on = False  # set by instrument(): stage spans only when they can be exported
 
@@ -72,9 +75,14 @@ class _Block:
     A class rather than a generator context manager: this runs two or three times a request,
     and the generator form (nested in the API's ``start_as_current_span`` and ``use_span``)
     cost about as much CPU as the span itself.
+
+    Under one of our server spans the span is started from ``current_span`` and made current
+    there (two C calls), not in an OpenTelemetry context; calls into instrumented libraries
+    inside the block wrap themselves in ``foreign_spans``. Otherwise (FastAPI's server span,
+    no request) it goes through the OpenTelemetry context as any instrumentation would.
     """
 
-    __slots__ = ("attributes", "current", "kind", "name", "span", "t0", "timed", "token")
+    __slots__ = ("attributes", "current", "kind", "lean", "name", "span", "t0", "timed", "token")
 
     def __init__(
         self, name: str, attributes: dict[str, AttributeValue] | None, kind: SpanKind, current: bool, timed: bool
@@ -84,7 +92,8 @@ class _Block:
         self.kind = kind
         self.current = current
         self.timed = timed
-        self.token: object | None = None
+        self.token: Any = None
+        self.lean = False
         self.span: Span = trace.INVALID_SPAN
 
     def __enter__(self) -> Span:
@@ -92,6 +101,12 @@ class _Block:
         if not _spans_on:
             self.span = trace.INVALID_SPAN  # accepts attributes and drops them, for free
             return self.span
+        parent = current_span.get()
+        if parent is not None and _lean is not None:
+            self.span = span = _lean.start_child(self.name, parent, self.kind, self.attributes)
+            if self.current and type(span) is LeanSpan:
+                self.token, self.lean = current_span.set(span), True
+            return span
         self.span = span = _tracer.start_span(self.name, kind=self.kind, attributes=self.attributes)
         if self.current:
             self.token = context.attach(trace.set_span_in_context(span))
@@ -100,7 +115,10 @@ class _Block:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: object) -> None:
         span = self.span
         if self.token is not None:
-            context.detach(self.token)  # type: ignore[arg-type]  # the token attach returned
+            if self.lean:
+                current_span.reset(self.token)
+            else:
+                context.detach(self.token)
         if exc is not None and span.is_recording():
             if isinstance(exc, Exception):  # as the API's use_span: cancellation is not an error event
                 span.record_exception(exc)
@@ -127,6 +145,24 @@ def client_span(name: str, attributes: dict[str, AttributeValue]) -> _Block:
     A child of the current stage, not made current itself: nothing runs inside it that traces.
     """
     return _Block(name, attributes, SpanKind.CLIENT, current=False, timed=False)
+
+
+@contextmanager
+def foreign_spans() -> Iterator[None]:
+    """Make the current stage (``current_span``) the OpenTelemetry current span for the block.
+
+    For calls into libraries whose own instrumentation reads the OpenTelemetry context (redis-py's,
+    under Feast's SDK read), so their spans sit under the stage that made the call.
+    """
+    span = current_span.get()
+    if span is None:
+        yield
+        return
+    token = context.attach(trace.set_span_in_context(span))
+    try:
+        yield
+    finally:
+        context.detach(token)
 
 
 def _local_trace_context(scope: Scope) -> Context:
@@ -166,12 +202,17 @@ class RequestTelemetry:
         span: Span | None = None
         prefix = ""
         attached: Token[Context] | None = None
+        current: Token[LeanSpan | None] | None = None
         if server is not None:
             span, ctx, prefix = server.start(scope)
             attached = context.attach(ctx)
+            if type(span) is LeanSpan:
+                current = current_span.set(span)
+            ids = span.get_span_context()
+            trace_id = format(ids.trace_id, "032x") if ids.is_valid else None
         else:
             attached = context.attach(_local_trace_context(scope)) if self.local_ids else None
-        trace_id = trace_id_hex()
+            trace_id = trace_id_hex()
         stats = RequestStats()
         token = _stats.set(stats)
         status: int | None = None
@@ -215,6 +256,8 @@ class RequestTelemetry:
                         "stages_ms": stats.stages_ms,
                     },
                 )
+            if current is not None:
+                current_span.reset(current)
             if attached is not None:
                 context.detach(attached)
 
@@ -252,11 +295,11 @@ def instrument(app: FastAPI, settings: TelemetrySettings) -> None:
     With ``SKEWLESS_SERVER_SPAN=fastapi`` the server span comes from FastAPI instead
     (``fastapi_telemetry``, passed to ``FastAPI()``).
     """
-    global _spans_on, _tracer
+    global _lean, _spans_on, _tracer
     provider = setup_tracing(SERVICE_NAME, settings)
     if provider is None:
         return
-    _tracer = provider.get_tracer("skewless.serving")  # the real one, not the API's proxy
+    _tracer = _lean = provider.get_tracer("skewless.serving")  # the real one, not the API's proxy
     if settings.trace_export:
         from opentelemetry.instrumentation.redis import RedisInstrumentor
 

@@ -92,3 +92,19 @@ def test_no_span_is_lost_when_many_threads_end_spans() -> None:
     assert len(down.spans) == 4 * per_thread
     assert len({id(s) for s in down.spans}) == 4 * per_thread  # each once
     bursts.shutdown()
+
+
+def test_fastotels_spans_go_straight_to_its_native_half() -> None:
+    from fastotel import OTLPSpanProcessor
+
+    from observability.bursts import native_on_end
+
+    processor = OTLPSpanProcessor(endpoint="http://127.0.0.1:9/v1/traces")
+    try:
+        on_end = native_on_end(processor)
+        assert on_end == processor._native.on_end
+        assert type(on_end).__name__ == "builtin_function_or_method"
+        other = Recorder()
+        assert native_on_end(other) == other.on_end
+    finally:
+        processor.shutdown()

@@ -14,18 +14,30 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_OFF,
     ALWAYS_ON,
     Decision,
     ParentBased,
+    ParentBasedTraceIdRatio,
     Sampler,
     SamplingResult,
     TraceIdRatioBased,
 )
-from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags
+from opentelemetry.trace import (
+    Link,
+    NonRecordingSpan,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    TraceState,
+)
+from opentelemetry.util.types import AttributeValue
 
-from observability.lean_tracer import LeanTracerProvider
+from observability.lean_tracer import LeanSpan, LeanTracer, LeanTracerProvider, _root_rule
 from observability.slow_traces import RecordAlwaysSampler
 
 pytestmark = pytest.mark.unit
@@ -243,8 +255,6 @@ def test_what_exporters_read_equals_the_sdks_values() -> None:
     """Ids, resource and scope are plain-slot subclasses: equal to the API's objects, and read-only."""
     import pickle
 
-    from opentelemetry.sdk.trace.id_generator import IdGenerator
-
     provider = LeanTracerProvider(RESOURCE, ALWAYS_ON, shutdown_on_exit=False)
     tracer = provider.get_tracer("scope", "1.2", schema_url="https://example.com/s", attributes={"k": "v"})
     span = tracer.start_span("x")
@@ -272,3 +282,120 @@ def test_what_exporters_read_equals_the_sdks_values() -> None:
 
     zero = LeanTracerProvider(RESOURCE, ALWAYS_ON, id_generator=Zero(), shutdown_on_exit=False)
     assert not zero.get_tracer("t").start_span("x").get_span_context().is_valid
+
+
+class _Given(IdGenerator):
+    """Hands out the trace ids it is given, so a root's decision can be compared for chosen ids."""
+
+    def __init__(self, trace_ids: list[int]) -> None:
+        self.trace_ids = list(trace_ids)
+        self.span_ids = iter(range(1, 2**20))
+
+    def generate_trace_id(self) -> int:
+        return self.trace_ids.pop(0)
+
+    def generate_span_id(self) -> int:
+        return next(self.span_ids)
+
+
+_RATIO_IDS = [*range(1, 2**64, 2**58 + 12345), 2**64 - 1, 2**127 + 5]  # either side of a ratio's bound
+
+
+@pytest.mark.parametrize(
+    "sampler",
+    [
+        ALWAYS_ON,
+        ALWAYS_OFF,
+        TraceIdRatioBased(0.3),
+        ParentBasedTraceIdRatio(0.3),
+        ParentBasedTraceIdRatio(1.0),
+        ParentBased(ALWAYS_OFF),
+        RecordAlwaysSampler(ParentBasedTraceIdRatio(0.3)),
+        RecordAlwaysSampler(ALWAYS_OFF),
+    ],
+    ids=[
+        "always_on",
+        "always_off",
+        "ratio",
+        "parentbased_ratio",
+        "parentbased_ratio_1",
+        "parentbased_off",
+        "record_always_ratio",
+        "record_always_off",
+    ],
+)
+def test_a_fresh_roots_decision_without_asking_the_sampler_is_the_samplers(sampler: Sampler) -> None:
+    # These are the samplers OTEL_TRACES_SAMPLER builds: the lean tracer decides their roots itself.
+    assert _root_rule(sampler) is not None
+
+    def decisions(provider: trace.TracerProvider) -> list[tuple[bool, bool, dict[str, object]]]:
+        tracer = provider.get_tracer("t")
+        seen = []
+        for _ in _RATIO_IDS:
+            root = tracer.start_span("root", attributes={"n": 1})
+            ctx = root.get_span_context()
+            attributes = dict(getattr(root, "attributes", None) or {})
+            seen.append((root.is_recording(), ctx.trace_flags.sampled, attributes))
+            assert not ctx.trace_state  # the samplers give a fresh root no trace state
+            root.end()
+        return seen
+
+    lean_provider = LeanTracerProvider(RESOURCE, sampler, id_generator=_Given(_RATIO_IDS), shutdown_on_exit=False)
+    sdk_provider = TracerProvider(
+        sampler=sampler, resource=RESOURCE, id_generator=_Given(_RATIO_IDS), shutdown_on_exit=False
+    )
+    assert decisions(lean_provider) == decisions(sdk_provider)
+
+
+def test_other_samplers_are_still_asked_for_roots() -> None:
+    assert _root_rule(_Renaming()) is None
+    assert _root_rule(ParentBased(_Renaming())) is None
+    assert _root_rule(RecordAlwaysSampler(ParentBased(_Renaming()))) is None
+
+
+def test_a_child_started_from_its_parent_is_the_child_started_from_a_context() -> None:
+    def spans(direct: bool) -> ExportTraceServiceRequest:
+        provider, exporter = lean()
+        tracer = provider.get_tracer("t")
+        assert isinstance(tracer, LeanTracer)
+        root = tracer.start_span("root", kind=SpanKind.SERVER)
+        assert isinstance(root, LeanSpan)
+        attributes: dict[str, AttributeValue] = {"db.system": "redis", "n": 2}
+        if direct:
+            child = tracer.start_child("HMGET", root, SpanKind.CLIENT, attributes)
+        else:
+            child = tracer.start_span("HMGET", trace.set_span_in_context(root), SpanKind.CLIENT, attributes)
+        assert child.get_span_context().trace_id == root.get_span_context().trace_id
+        child.end()
+        root.end()
+        late = tracer.start_child("late", root, SpanKind.INTERNAL, None)  # under an ended parent: not recorded
+        assert not late.is_recording() and late.get_span_context().is_valid
+        return normalised(exporter.get_finished_spans())
+
+    assert spans(direct=True) == spans(direct=False)
+
+
+def test_statuses_and_the_empty_trace_state_read_as_the_apis() -> None:
+    """What exporters read as plain slots or C methods gives the API's values."""
+    provider, exporter = lean()
+    tracer = provider.get_tracer("t")
+    for set_to in (None, StatusCode.OK, Status(StatusCode.ERROR, "boom"), (StatusCode.ERROR, "bad")):
+        span = tracer.start_span("s")
+        if isinstance(set_to, tuple):
+            span.set_status(*set_to)
+        elif set_to is not None:
+            span.set_status(set_to)
+        span.end()
+    ended = exporter.get_finished_spans()
+    got = [(s.status.status_code, s.status.description, s.status.is_ok, s.status.is_unset) for s in ended]
+    assert got == [
+        (StatusCode.UNSET, None, True, True),
+        (StatusCode.OK, None, True, False),
+        (StatusCode.ERROR, "boom", False, False),
+        (StatusCode.ERROR, "bad", False, False),
+    ]
+    assert all(isinstance(s.status, Status) for s in exporter.get_finished_spans())
+    state = exporter.get_finished_spans()[0].context.trace_state
+    assert isinstance(state, TraceState) and list(state.items()) == [] and len(state) == 0
+    assert state.add("k", "v").items() == TraceState([("k", "v")]).items()  # a new state, not the shared one
+    assert list(state.items()) == []

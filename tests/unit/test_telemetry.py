@@ -106,14 +106,20 @@ def test_traceparent_in_the_environment_is_continued() -> None:
     assert span.parent is not None and format(span.parent.span_id, "016x") == "b7ad6b7169203331"  # type: ignore[attr-defined]
 
 
-def test_json_log_lines_carry_the_active_trace_and_span() -> None:
+def json_logger(name: str) -> tuple[logging.Logger, logging.Handler, io.StringIO]:
+    """A logger writing JSON lines with trace ids to a string, as the API's handler does."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(_formatter("json"))
     handler.addFilter(TraceContextFilter())
-    logger = logging.getLogger("skewless.test.logs")
+    logger = logging.getLogger(name)
     logger.addHandler(handler)
     logger.propagate = False
+    return logger, handler, stream
+
+
+def test_json_log_lines_carry_the_active_trace_and_span() -> None:
+    logger, handler, stream = json_logger("skewless.test.logs")
     try:
         tracer = TracerProvider().get_tracer("t")
         with tracer.start_as_current_span("work") as span:
@@ -126,3 +132,42 @@ def test_json_log_lines_carry_the_active_trace_and_span() -> None:
     assert inside["trace_id"] == format(ctx.trace_id, "032x") and inside["span_id"] == format(ctx.span_id, "016x")
     assert inside["level"] == "WARNING" and inside["message"] == "inside" and inside["entity_count"] == 3
     assert outside["trace_id"] is None and "time" in outside
+
+
+def test_stages_under_our_server_span_parent_their_children_and_logs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stages are made current in ``current_span``, not in an OpenTelemetry context: children, logs and
+    instrumented libraries (inside ``foreign_spans``) still find them."""
+    import serving.telemetry as telemetry
+    from observability.lean_tracer import LeanTracerProvider, current_span
+
+    exporter = InMemorySpanExporter()
+    provider = LeanTracerProvider(_resource("t"), ALWAYS_ON, shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("skewless.serving")
+    monkeypatch.setattr(telemetry, "_lean", tracer)
+    monkeypatch.setattr(telemetry, "_tracer", tracer)
+    monkeypatch.setattr(telemetry, "_spans_on", True)
+    logger, handler, stream = json_logger("skewless.test.stages")
+    server = tracer.start_span("GET", kind=trace.SpanKind.SERVER)
+    token = current_span.set(server)  # as RequestTelemetry does
+    try:
+        with telemetry.stage("feature_retrieval") as stage:
+            with telemetry.client_span("HMGET", {"db.system": "redis"}):
+                logger.warning("reading")
+            assert trace.get_current_span() is not stage  # nothing was attached...
+            with telemetry.foreign_spans():
+                assert trace.get_current_span() is stage  # ...until a library's instrumentation needs it
+        with telemetry.stage("model_inference", current=False):
+            pass
+    finally:
+        current_span.reset(token)
+        logger.removeHandler(handler)
+    server.end()
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    ids = {name: s.context.span_id for name, s in spans.items()}
+    assert spans["HMGET"].parent.span_id == ids["feature_retrieval"]  # type: ignore[union-attr]
+    assert spans["feature_retrieval"].parent.span_id == ids["GET"]  # type: ignore[union-attr]
+    assert spans["model_inference"].parent.span_id == ids["GET"]  # type: ignore[union-attr]
+    assert {s.context.trace_id for s in spans.values()} == {server.get_span_context().trace_id}
+    (line,) = (json.loads(x) for x in stream.getvalue().splitlines())
+    assert line["span_id"] == format(ids["feature_retrieval"], "016x")
