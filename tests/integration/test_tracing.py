@@ -120,6 +120,26 @@ def test_one_prediction_is_one_trace_with_feature_and_inference_children(
             assert root.start_ns <= s.start_ns and s.end_ns <= root.end_ns
 
 
+def test_through_feasts_sdk_the_redis_instrumentations_spans_sit_under_feature_retrieval(
+    api_env: dict[str, str], receiver: OtlpReceiver, tmp_path: Path
+) -> None:
+    """Stages are current in our own ContextVar; redis-py's instrumentation, under Feast's read, still finds them."""
+    env = {**traced_env(api_env, receiver.endpoint), "SKEWLESS_FEATURE_READER": "sdk"}
+    server = ApiServer(env, tmp_path).start("/ready")
+    try:
+        status, headers, body = get(server.url(f"/v1/predict/{USER}"))
+    finally:
+        server.stop()
+    assert status == 200, body
+    trace_id = headers["x-trace-id"]
+    spans = trace_of(receiver, trace_id, {"feature_retrieval", "model_inference"})
+    features = spans["feature_retrieval"]
+    assert features.parent_span_id == server_span(spans).span_id
+    redis_spans = [s for s in receiver.spans() if s.trace_id == trace_id and s.attributes.get("db.system") == "redis"]
+    assert redis_spans, "no redis-py span in the trace"
+    assert all(s.parent_span_id == features.span_id for s in redis_spans)
+
+
 def test_incoming_traceparent_is_continued(api: ApiServer, receiver: OtlpReceiver) -> None:
     trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     status, headers, _ = get(api.url(f"/v1/predict/{USER}"), {"traceparent": f"00-{trace_id}-{parent}-01"})
