@@ -13,18 +13,24 @@ measured. Two figures that do not depend on what the rest of the machine does:
         .venv/bin/python -O -m benchmarks.instructions --callgrind --requests 1000
     callgrind_annotate cg.<pid>          # total / requests = instructions per request
 
+With ``--calls``, a profile hook also counts Python calls per request and lists the most called
+places (the requests run slower under the hook, so take CPU figures from a run without it).
+
 Run it with the harness's environment (``SKEWLESS_*``, ``MLFLOW_*``; ``SKEWLESS_TRACE_EXPORT``
 and ``OTEL_*`` for tracing), as ``benchmarks.stages`` is. Prints one JSON line.
 """
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import random
 import shutil
 import subprocess  # nosec B404: runs callgrind_control with a fixed argument list
+import sys
 import time
+import types
 from typing import Any
 
 import typer
@@ -48,7 +54,29 @@ def _instrument(on: bool) -> None:
         raise typer.BadParameter("--callgrind: this process is not running under valgrind --tool=callgrind")
 
 
-async def _run(users: int, requests: int, callgrind: bool) -> dict[str, Any]:
+class _CallCounter:
+    """Python function calls per place, counted by a profile hook (``sys.setprofile``).
+
+    A coroutine's every resumption counts as a call, as the hook sees it, so an ``await`` that
+    suspends counts twice: compare counts with each other, not with a number of functions.
+    """
+
+    def __init__(self) -> None:
+        self.counts: collections.Counter[str] = collections.Counter()
+        self.root = os.getcwd() + os.sep  # the project's own files shown relative to it
+
+    def __call__(self, frame: types.FrameType, event: str, arg: object) -> None:
+        if event == "call":
+            code = frame.f_code
+            where = code.co_filename.rsplit("site-packages/", 1)[-1].removeprefix(self.root)
+            self.counts[f"{where}:{code.co_name}"] += 1
+
+    def per_request(self, requests: int, top: int = 40) -> dict[str, float]:
+        """The ``top`` most called places, calls per request."""
+        return {place: n / requests for place, n in self.counts.most_common(top)}
+
+
+async def _run(users: int, requests: int, callgrind: bool, calls: bool = False) -> dict[str, Any]:
     from serving.app import create_app
 
     fastapi_app = create_app()
@@ -60,9 +88,13 @@ async def _run(users: int, requests: int, callgrind: bool) -> dict[str, Any]:
             await client.get(path)
         if callgrind:
             _instrument(True)
+        counter = _CallCounter() if calls else None
+        if counter is not None:
+            sys.setprofile(counter)
         cpu, wall = time.process_time(), time.perf_counter()
         statuses = [await client.get(path) for path in paths[WARM_UP:]]
         cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        sys.setprofile(None)
         if callgrind:
             _instrument(False)
     if any(status != 200 for status in statuses):
@@ -73,6 +105,14 @@ async def _run(users: int, requests: int, callgrind: bool) -> dict[str, Any]:
         "wall_us_per_request": wall / requests * 1e6,
         "trace_export": os.environ.get("SKEWLESS_TRACE_EXPORT", "false"),
         "sampler": os.environ.get("OTEL_TRACES_SAMPLER", "(default)"),
+        **(
+            {
+                "python_calls_per_request": sum(counter.counts.values()) / requests,
+                "most_called": counter.per_request(requests),
+            }
+            if counter is not None
+            else {}
+        ),
     }
 
 
@@ -81,11 +121,12 @@ def main(
     users: int = typer.Option(100_000, help="Users that exist in Redis."),
     requests: int = typer.Option(3000, min=1, help="Requests measured, after a warm-up of 500."),
     callgrind: bool = typer.Option(False, help="Running under callgrind: instrument only the measured requests."),
+    calls: bool = typer.Option(False, help="Also count Python calls per request (slows the requests: no timing)."),
 ) -> None:
-    """Print one JSON line: CPU and wall microseconds per request."""
+    """Print one JSON line: CPU and wall microseconds per request (and with --calls, the most called places)."""
     import uvloop  # the server's event loop (uvicorn[standard]), so the count is the served one's
 
-    print(json.dumps(uvloop.run(_run(users, requests, callgrind))))
+    print(json.dumps(uvloop.run(_run(users, requests, callgrind, calls))))
 
 
 if __name__ == "__main__":
