@@ -91,10 +91,12 @@ async def _run(users: int, requests: int, callgrind: bool, calls: bool = False) 
         counter = _CallCounter() if calls else None
         if counter is not None:
             sys.setprofile(counter)
-        cpu, wall = time.process_time(), time.perf_counter()
-        statuses = [await client.get(path) for path in paths[WARM_UP:]]
-        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-        sys.setprofile(None)
+        try:
+            cpu, wall = time.process_time(), time.perf_counter()
+            statuses = [await client.get(path) for path in paths[WARM_UP:]]
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+        finally:
+            sys.setprofile(None)
         if callgrind:
             _instrument(False)
     if any(status != 200 for status in statuses):
@@ -125,6 +127,9 @@ def main(
 ) -> None:
     """Print one JSON line: CPU and wall microseconds per request (and with --calls, the most called places)."""
     import uvloop  # the server's event loop (uvicorn[standard]), so the count is the served one's
+
+    if calls and callgrind:
+        raise typer.BadParameter("--calls with --callgrind would count the profile hook's own instructions")
 
     print(json.dumps(uvloop.run(_run(users, requests, callgrind, calls))))
 

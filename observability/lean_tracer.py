@@ -16,7 +16,10 @@ and exception-event semantics, and the processors and exporters themselves.
 What is simpler: a child of a local parent inherits the parent's sampling decision instead of
 asking the sampler again. For every sampler the SDK builds from OTEL_TRACES_SAMPLER that is
 the same answer (parent-based ones follow a local parent; always_on/off and traceidratio
-decide by trace id alone, which parent and child share). Roots and remote parents are asked.
+decide by trace id alone, which parent and child share). Spans with a remote parent are asked;
+so are fresh roots, except under those standard samplers, whose answer for a root is a bound on
+the trace id (``_root_rule``). A child of an ended span is not recorded (the SDK would record it
+if its trace is sampled); nothing here starts a span under an ended one.
 """
 
 from __future__ import annotations
@@ -507,7 +510,8 @@ class LeanTracer(trace.Tracer):
 
         The same span as ``start_span(name, set_span_in_context(parent), kind, attributes)``, without
         building that context or reading it back: a request's stage spans know their parent
-        (``current_span``), and the lookup was a fifth of what starting one cost.
+        (``current_span``), and the lookup was a fifth of what starting one cost. As in ``start_span``,
+        a child of an ended parent is not recorded.
         """
         ids = parent.context
         if self._starters or not ids[5]:  # processors that see the start get the context they expect

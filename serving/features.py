@@ -8,6 +8,7 @@ view reads as missing, which is what point-in-time retrieval with the same TTL g
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import math
 import time
@@ -450,7 +451,11 @@ class OnlineFeatures:
             finally:
                 self._checks.pop(key, None)
 
-        self._checks[key] = asyncio.get_running_loop().create_task(check(), name="direct-reader-check")
+        # In a context of its own: started from a request, it would otherwise inherit the request's
+        # trace (and current stage), and the check's Redis and Feast calls would land in a user's trace.
+        self._checks[key] = asyncio.get_running_loop().create_task(
+            check(), name="direct-reader-check", context=contextvars.Context()
+        )
 
     async def _hmget(self, layout: RedisLayout, entity_ids: Sequence[str]) -> list[list[bytes | None]]:
         if self._wire is not None:

@@ -116,7 +116,7 @@ class _Block:
         span = self.span
         if self.token is not None:
             if self.lean:
-                current_span.reset(self.token)
+                _reset_current(self.token)
             else:
                 context.detach(self.token)
         if exc is not None and span.is_recording():
@@ -145,6 +145,15 @@ def client_span(name: str, attributes: dict[str, AttributeValue]) -> _Block:
     A child of the current stage, not made current itself: nothing runs inside it that traces.
     """
     return _Block(name, attributes, SpanKind.CLIENT, current=False, timed=False)
+
+
+def _reset_current(token: Token[LeanSpan | None]) -> None:
+    """``current_span.reset``, which raises when the block ends in another context than it began in;
+    logged instead, as the OpenTelemetry API's ``detach`` does, so the span still ends."""
+    try:
+        current_span.reset(token)
+    except ValueError:
+        log.exception("a span's block ended in another context than it started in")
 
 
 @contextmanager
@@ -257,7 +266,7 @@ class RequestTelemetry:
                     },
                 )
             if current is not None:
-                current_span.reset(current)
+                _reset_current(current)
             if attached is not None:
                 context.detach(attached)
 

@@ -108,3 +108,22 @@ def test_fastotels_spans_go_straight_to_its_native_half() -> None:
         assert native_on_end(other) == other.on_end
     finally:
         processor.shutdown()
+
+
+def test_spans_go_to_the_on_end_given_and_the_native_export_is_given_fastotels() -> None:
+    from observability.tracing import _exporting_processor
+
+    down, given = Recorder(), Recorder()
+    bursts = SpanBursts(down, size=2, on_end=given.on_end)
+    for span in spans(2):
+        bursts.on_end(span)
+    assert [s.name for s in given.spans] == ["s0", "s1"] and down.spans == []
+    bursts.shutdown()
+    assert down.shut  # flush and shutdown stay the exporting processor's
+
+    native = _exporting_processor(native=True)
+    try:
+        assert isinstance(native, SpanBursts)
+        assert type(native._on_end).__name__ == "builtin_function_or_method"  # fastotel's native half
+    finally:
+        native.shutdown()

@@ -37,8 +37,9 @@ from opentelemetry.trace import (
 )
 from opentelemetry.util.types import AttributeValue
 
-from observability.lean_tracer import LeanSpan, LeanTracer, LeanTracerProvider, _root_rule
+from observability.lean_tracer import LeanSpan, LeanTracerProvider, _root_rule
 from observability.slow_traces import RecordAlwaysSampler
+from tests.support import EndedSpans
 
 pytestmark = pytest.mark.unit
 
@@ -298,7 +299,9 @@ class _Given(IdGenerator):
         return next(self.span_ids)
 
 
-_RATIO_IDS = [*range(1, 2**64, 2**58 + 12345), 2**64 - 1, 2**127 + 5]  # either side of a ratio's bound
+_BOUND = TraceIdRatioBased.get_bound_for_rate(0.3)
+# Either side of the 0.3 ratio's bound (and on it), the largest low half, and high bits the samplers ignore.
+_RATIO_IDS = [*range(1, 2**64, 2**58 + 12345), _BOUND - 1, _BOUND, _BOUND + 1, 2**64 - 1, 2**127 + 5]
 
 
 @pytest.mark.parametrize(
@@ -306,6 +309,7 @@ _RATIO_IDS = [*range(1, 2**64, 2**58 + 12345), 2**64 - 1, 2**127 + 5]  # either 
     [
         ALWAYS_ON,
         ALWAYS_OFF,
+        ParentBased(ALWAYS_ON),
         TraceIdRatioBased(0.3),
         ParentBasedTraceIdRatio(0.3),
         ParentBasedTraceIdRatio(1.0),
@@ -316,6 +320,7 @@ _RATIO_IDS = [*range(1, 2**64, 2**58 + 12345), 2**64 - 1, 2**127 + 5]  # either 
     ids=[
         "always_on",
         "always_off",
+        "parentbased_always_on",
         "ratio",
         "parentbased_ratio",
         "parentbased_ratio_1",
@@ -355,22 +360,30 @@ def test_other_samplers_are_still_asked_for_roots() -> None:
 
 def test_a_child_started_from_its_parent_is_the_child_started_from_a_context() -> None:
     def spans(direct: bool) -> ExportTraceServiceRequest:
-        provider, exporter = lean()
+        provider = LeanTracerProvider(RESOURCE, ALWAYS_ON, shutdown_on_exit=False)
+        ended = EndedSpans()
+        provider.add_span_processor(ended)
+        assert provider.starters == []
         tracer = provider.get_tracer("t")
-        assert isinstance(tracer, LeanTracer)
         root = tracer.start_span("root", kind=SpanKind.SERVER)
         assert isinstance(root, LeanSpan)
         attributes: dict[str, AttributeValue] = {"db.system": "redis", "n": 2}
         if direct:
+
+            def not_called(*args: object, **kwargs: object) -> trace.Span:
+                raise AssertionError("start_child went through start_span")
+
+            tracer.start_span = not_called  # type: ignore[method-assign]
             child = tracer.start_child("HMGET", root, SpanKind.CLIENT, attributes)
         else:
             child = tracer.start_span("HMGET", trace.set_span_in_context(root), SpanKind.CLIENT, attributes)
         assert child.get_span_context().trace_id == root.get_span_context().trace_id
+        assert child.get_span_context().is_valid
         child.end()
         root.end()
         late = tracer.start_child("late", root, SpanKind.INTERNAL, None)  # under an ended parent: not recorded
         assert not late.is_recording() and late.get_span_context().is_valid
-        return normalised(exporter.get_finished_spans())
+        return normalised(tuple(ended.spans))
 
     assert spans(direct=True) == spans(direct=False)
 

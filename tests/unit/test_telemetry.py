@@ -7,7 +7,7 @@ import json
 import logging
 
 import pytest
-from opentelemetry import trace
+from opentelemetry import context, trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -17,6 +17,7 @@ from opentelemetry.trace import format_trace_id
 from observability.logs import TraceContextFilter, _formatter
 from observability.slow_traces import KeepSlowTraces, RecordAlwaysSampler
 from observability.tracing import _exporter, _resource, continued_from_env
+from tests.support import EndedSpans
 
 pytestmark = pytest.mark.unit
 
@@ -136,38 +137,49 @@ def test_json_log_lines_carry_the_active_trace_and_span() -> None:
 
 def test_stages_under_our_server_span_parent_their_children_and_logs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stages are made current in ``current_span``, not in an OpenTelemetry context: children, logs and
-    instrumented libraries (inside ``foreign_spans``) still find them."""
+    instrumented libraries (inside ``foreign_spans``) still find them, and a failing stage resets it."""
     import serving.telemetry as telemetry
     from observability.lean_tracer import LeanTracerProvider, current_span
 
-    exporter = InMemorySpanExporter()
+    ended = EndedSpans()
     provider = LeanTracerProvider(_resource("t"), ALWAYS_ON, shutdown_on_exit=False)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    provider.add_span_processor(ended)
+    assert provider.starters == []  # so children take start_child's own path
     tracer = provider.get_tracer("skewless.serving")
     monkeypatch.setattr(telemetry, "_lean", tracer)
     monkeypatch.setattr(telemetry, "_tracer", tracer)
     monkeypatch.setattr(telemetry, "_spans_on", True)
     logger, handler, stream = json_logger("skewless.test.stages")
     server = tracer.start_span("GET", kind=trace.SpanKind.SERVER)
-    token = current_span.set(server)  # as RequestTelemetry does
+    attached = context.attach(trace.set_span_in_context(server))  # as RequestTelemetry does, with:
+    token = current_span.set(server)
     try:
         with telemetry.stage("feature_retrieval") as stage:
+            assert current_span.get() is stage
             with telemetry.client_span("HMGET", {"db.system": "redis"}):
                 logger.warning("reading")
-            assert trace.get_current_span() is not stage  # nothing was attached...
+            assert trace.get_current_span() is server  # the OpenTelemetry context is left alone...
             with telemetry.foreign_spans():
                 assert trace.get_current_span() is stage  # ...until a library's instrumentation needs it
-        with telemetry.stage("model_inference", current=False):
-            pass
+            assert trace.get_current_span() is server
+        assert current_span.get() is server
+        with pytest.raises(RuntimeError), telemetry.stage("model_inference", current=False):
+            raise RuntimeError("scorer failed")
+        with pytest.raises(RuntimeError), telemetry.stage("failing"):
+            raise RuntimeError("read failed")
+        assert current_span.get() is server  # reset even when the stage raised
     finally:
         current_span.reset(token)
+        context.detach(attached)
         logger.removeHandler(handler)
     server.end()
-    spans = {s.name: s for s in exporter.get_finished_spans()}
+    spans = {s.name: s for s in ended.spans}
     ids = {name: s.context.span_id for name, s in spans.items()}
     assert spans["HMGET"].parent.span_id == ids["feature_retrieval"]  # type: ignore[union-attr]
-    assert spans["feature_retrieval"].parent.span_id == ids["GET"]  # type: ignore[union-attr]
-    assert spans["model_inference"].parent.span_id == ids["GET"]  # type: ignore[union-attr]
+    for name in ("feature_retrieval", "model_inference", "failing"):
+        assert spans[name].parent.span_id == ids["GET"]  # type: ignore[union-attr]
+    assert spans["failing"].status.status_code is trace.StatusCode.ERROR
+    assert [e.name for e in spans["failing"].events] == ["exception"]
     assert {s.context.trace_id for s in spans.values()} == {server.get_span_context().trace_id}
     (line,) = (json.loads(x) for x in stream.getvalue().splitlines())
     assert line["span_id"] == format(ids["feature_retrieval"], "016x")
