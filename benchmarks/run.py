@@ -8,6 +8,7 @@ cores with taskset when there are two.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -24,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import psutil
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -330,12 +332,25 @@ def _load_cases(env: dict[str, str], users: int, seconds: int, workers: int, res
 Server = tuple[Callable[[int], list[str]], dict[str, str], str]
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system, every thread) of a server process and its workers so far."""
+    proc = psutil.Process(pid)
+    total = 0.0
+    for p in (proc, *proc.children(recursive=True)):
+        with contextlib.suppress(psutil.Error):  # a worker that just exited
+            times = p.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def _interleaved(servers: dict[str, Server], users: int, workers: int, rounds: int = 3) -> dict[str, list[float]]:
-    """Throughput of each server, 8 connections, from 5 s runs interleaved between them.
+    """Throughput and server CPU per request of each server, 8 connections, 5 s runs interleaved between them.
 
     All servers run at once (an idle one costs nothing) and the load alternates: a, b, a, b, ...
     On a shared host, runs minutes apart differed by up to 2×, more than what these ratios
-    compare, so a ratio comes from the medians of runs taken side by side.
+    compare, so a ratio comes from the medians of runs taken side by side. The server's own CPU
+    time per request is kept too (``<name>_cpu_us``): time the host takes the core away is
+    nobody's CPU time, so that figure moves less with the host than throughput does.
     """
     running: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     try:
@@ -345,23 +360,31 @@ def _interleaved(servers: dict[str, Server], users: int, workers: int, rounds: i
             if ready == "/ready":  # ours: measured with the scorer it serves with
                 _wait_compiled(port, workers)
             _wrk(port, "wrk_single.lua", 8, 2, users)  # warm-up
-        rps: dict[str, list[float]] = {name: [] for name in servers}
+        out: dict[str, list[float]] = {key: [] for name in servers for key in (name, f"{name}_cpu_us")}
         console.print(f"[bold]load[/bold]: {' and '.join(servers)}, interleaved, {rounds} rounds")
         for _ in range(rounds):
-            for name, (_, port) in running.items():
-                rps[name].append(_wrk(port, "wrk_single.lua", 8, 5, users)["rps"])
+            for name, (proc, port) in running.items():
+                cpu = _cpu_s(proc.pid)
+                run = _wrk(port, "wrk_single.lua", 8, 5, users)
+                out[name].append(run["rps"])
+                out[f"{name}_cpu_us"].append((_cpu_s(proc.pid) - cpu) / max(run["requests"], 1) * 1e6)
     finally:
         for proc, _ in running.values():
             stop(proc)
-    return rps
+    return out
 
 
-def _ratio(rps: dict[str, list[float]], top: str, bottom: str) -> dict[str, Any]:
-    """The ratio of two servers' median throughputs, with every run's figure."""
+def _ratio(runs: dict[str, list[float]], top: str, bottom: str) -> dict[str, Any]:
+    """The ratio of two servers' median throughputs, and of their median CPU per request (inverted,
+    so both read as throughput ratios), with every run's figures."""
+    cpu_top, cpu_bottom = runs[f"{top}_cpu_us"], runs[f"{bottom}_cpu_us"]
     return {
-        f"{top}_rps": rps[top],
-        f"{bottom}_rps": rps[bottom],
-        "ratio": statistics.median(rps[top]) / statistics.median(rps[bottom]),
+        f"{top}_rps": runs[top],
+        f"{bottom}_rps": runs[bottom],
+        "ratio": statistics.median(runs[top]) / statistics.median(runs[bottom]),
+        f"{top}_cpu_us": cpu_top,
+        f"{bottom}_cpu_us": cpu_bottom,
+        "cpu_ratio": statistics.median(cpu_bottom) / statistics.median(cpu_top),
     }
 
 
@@ -468,9 +491,17 @@ def _write(results: dict[str, Any], out: Path) -> None:
         f"{ratio.get('ratio', 0):.2f}: median {_median(ratio.get('on_rps'))} / {_median(ratio.get('off_rps'))} req/s "
         f"(on {_listed(ratio.get('on_rps'))}; off {_listed(ratio.get('off_rps'))}; "
         f"{results.get('spans_received', 0):,} spans received) |",
+        f"| the same from server CPU per request (µs, on / off) | "
+        f"{ratio.get('cpu_ratio', 0):.2f}: median {_median(ratio.get('on_cpu_us'))} / "
+        f"{_median(ratio.get('off_cpu_us'))} "
+        f"(on {_listed(ratio.get('on_cpu_us'))}; off {_listed(ratio.get('off_cpu_us'))}) |",
         f"| throughput ours / no-op (8 conns, tracing off, interleaved 5 s runs) | "
         f"{noop.get('ratio', 0):.2f}: median {_median(noop.get('ours_rps'))} / {_median(noop.get('noop_rps'))} req/s "
         f"(ours {_listed(noop.get('ours_rps'))}; no-op {_listed(noop.get('noop_rps'))}) |",
+        f"| the same from server CPU per request (µs, ours / no-op) | "
+        f"{noop.get('cpu_ratio', 0):.2f}: median {_median(noop.get('ours_cpu_us'))} / "
+        f"{_median(noop.get('noop_cpu_us'))} "
+        f"(ours {_listed(noop.get('ours_cpu_us'))}; no-op {_listed(noop.get('noop_cpu_us'))}) |",
     ]
     if jitter:
         stalls = "; ".join(
