@@ -350,7 +350,8 @@ def _interleaved(servers: dict[str, Server], users: int, workers: int, rounds: i
     On a shared host, runs minutes apart differed by up to 2×, more than what these ratios
     compare, so a ratio comes from the medians of runs taken side by side. The server's own CPU
     time per request is kept too (``<name>_cpu_us``): time the host takes the core away is
-    nobody's CPU time, so that figure moves less with the host than throughput does.
+    nobody's CPU time, though on this project's host the figure still moved nearly as much as
+    throughput (caches and clock speed are shared too).
     """
     running: dict[str, tuple[subprocess.Popen[bytes], int]] = {}
     try:

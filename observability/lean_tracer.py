@@ -412,7 +412,7 @@ def _root_rule(sampler: Sampler) -> _RootRule | None:
     sampling, and give no trace state. Asking them cost five Python calls and a SamplingResult a
     request. Only these exact classes are recognised (a subclass may decide otherwise); every
     other sampler is asked as before. ``tests/unit/test_lean_tracer.py`` checks the decisions
-    against the samplers' own for random trace ids.
+    against the samplers' own for trace ids below, on and above the bound.
     """
     record = False
     if type(sampler) is RecordAlwaysSampler:
@@ -472,7 +472,8 @@ class LeanTracer(trace.Tracer):
             # A new trace under a sampler whose answer for roots is a bound on the trace id (see _root_rule).
             trace_id = self._trace_id()
             sampled = trace_id & _LOW_64 < rule.bound
-            flags, record, state = (_SAMPLED, True, _NO_STATE) if sampled else (_NOT_SAMPLED, rule.record, _NO_STATE)
+            flags, record = (_SAMPLED, True) if sampled else (_NOT_SAMPLED, rule.record)
+            state = _NO_STATE  # the samplers give a fresh root none
         else:
             trace_id = parent.trace_id if parent.is_valid else self._trace_id()
             result = self._sampler.should_sample(context, trace_id, name, kind, attributes, links)

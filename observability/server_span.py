@@ -53,6 +53,9 @@ def _span_method(method: str) -> str:
     return "HTTP" if method == "_OTHER" else method
 
 
+_OTHER_NAMES = ("_OTHER", _span_method("_OTHER"))
+
+
 class ServerSpans:
     """Starts and finishes one SERVER span per HTTP request; the caller makes it current."""
 
@@ -63,7 +66,8 @@ class ServerSpans:
         # Header names the configured propagators read (traceparent, tracestate, baggage, ...).
         self.fields = frozenset(f.lower().encode("latin-1") for f in propagate.get_global_textmap().fields)
         self._hosts: dict[tuple[Any, ...], dict[str, AttributeValue]] = {}
-        self._method_names: dict[str, tuple[str, str]] = {}
+        # Per known method, the attribute's value and the span name's start; anything else is _OTHER.
+        self._method_names = {m: (m, _span_method(m)) for m in self.methods}
 
     def start(self, scope: Scope) -> tuple[Span, Context, str]:
         """The request's server span, the context to attach for it (the caller's trace continued), and
@@ -106,13 +110,7 @@ class ServerSpans:
 
     def _names(self, method: str) -> tuple[str, str]:
         """The request's method as the attribute gives it (``_OTHER`` if unknown) and as the span name starts."""
-        names = self._method_names.get(method)
-        if names is None:
-            known = method if method in self.methods else "_OTHER"
-            names = (known, _span_method(known))
-            if len(self._method_names) < _MAX_HOSTS:  # bounded: a client can send any method
-                self._method_names[method] = names
-        return names
+        return self._method_names.get(method, _OTHER_NAMES)
 
     def _server(self, scope: Scope) -> Mapping[str, AttributeValue]:
         host = None

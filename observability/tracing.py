@@ -130,9 +130,9 @@ def flush_tracing(timeout_ms: int = 5000) -> None:
         _provider.force_flush(timeout_ms)
 
 
-def trace_id_hex() -> str | None:
-    """The current trace id as 32 hex digits, or None outside a recorded trace."""
-    ctx = trace.get_current_span().get_span_context()
+def trace_id_hex(span: trace.Span | None = None) -> str | None:
+    """``span``'s trace id (the current span's by default) as 32 hex digits, or None outside a trace."""
+    ctx = (span if span is not None else trace.get_current_span()).get_span_context()
     return format(ctx.trace_id, "032x") if ctx.is_valid else None
 
 

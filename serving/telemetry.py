@@ -217,8 +217,7 @@ class RequestTelemetry:
             attached = context.attach(ctx)
             if type(span) is LeanSpan:
                 current = current_span.set(span)
-            ids = span.get_span_context()
-            trace_id = format(ids.trace_id, "032x") if ids.is_valid else None
+            trace_id = trace_id_hex(span)
         else:
             attached = context.attach(_local_trace_context(scope)) if self.local_ids else None
             trace_id = trace_id_hex()
