@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import warnings
 
 from opentelemetry import trace
 from pythonjsonlogger.orjson import OrjsonFormatter
@@ -16,6 +18,10 @@ _SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 # Libraries that say at INFO what they do on every registry read ("Registry cache expired, so
 # refreshing", 15 lines per model check): WARNING and up only, unless asked for DEBUG.
 _CHATTY_LOGGERS = ("feast",)
+# Deprecations inside dependencies, raised at every start and not ours to act on: MLflow's
+# SQLAlchemy store configures a loader strategy SQLAlchemy 2.1 deprecates. Any other warning is
+# logged (as JSON, on the ``py.warnings`` logger).
+_DEPENDENCY_DEPRECATIONS = ("The ``noload`` loader strategy is deprecated",)
 
 
 class TraceContextFilter(logging.Filter):
@@ -55,6 +61,10 @@ def setup_logging(settings: TelemetrySettings) -> None:
     root = logging.getLogger()
     root.handlers = [h for h in root.handlers if h.get_name() != "skewless"] + [handler]
     root.setLevel(settings.log_level)
+    # Python's warnings print raw text to stderr, which a log shipper reading JSON lines cannot parse.
+    logging.captureWarnings(True)
+    for message in _DEPENDENCY_DEPRECATIONS:
+        warnings.filterwarnings("ignore", message=re.escape(message))
     for name in _CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING)
     for name in _SERVER_LOGGERS:

@@ -62,6 +62,9 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         started = time.perf_counter()
+        # Here, not at import: uvicorn has configured its loggers by now and we take them over.
+        # First, so that what the imports below warn about is logged as JSON too.
+        setup_logging(telemetry)
         from mlflow import MlflowClient
 
         from feature_repo.store import open_store
@@ -69,8 +72,6 @@ def create_app(
         from serving.model import ModelHolder
         from serving.reload import Reloader
 
-        # Here, not at import: uvicorn has configured its loggers by now and we take them over.
-        setup_logging(telemetry)
         deadline_s = settings.request_deadline_ms / 1000
         # One store per process; its Redis socket timeout is the request deadline.
         store = await asyncio.to_thread(open_store, feast_settings, deadline_s)

@@ -215,6 +215,20 @@ def test_a_redis_stall_is_an_error_span_and_a_slow_request_warning(
     assert float(warning["duration_ms"]) >= 150  # type: ignore[arg-type]
 
 
+def test_the_api_writes_nothing_but_json_log_lines(api: ApiServer) -> None:
+    # A log shipper parses the stream line by line: a library's warning printed raw (MLflow's
+    # SQLAlchemy deprecation at start-up did) is a line it cannot read.
+    lines = [line for line in api.logs().splitlines() if line.strip()]
+    assert lines, "the API logged nothing at all"
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            pytest.fail(f"not a JSON log line: {line[:300]}")
+        assert isinstance(record, dict), line
+        assert {"level", "logger", "message", "trace_id", "span_id", "time"} <= record.keys(), line
+
+
 def test_a_dead_collector_blocks_nothing(api_env: dict[str, str], tmp_path: Path) -> None:
     dead = f"http://127.0.0.1:{free_port()}"
     server = ApiServer(traced_env(api_env, dead), tmp_path).start("/ready")

@@ -135,6 +135,30 @@ def test_json_log_lines_carry_the_active_trace_and_span() -> None:
     assert outside["trace_id"] is None and "time" in outside
 
 
+def test_python_warnings_are_logged_as_json_and_dependency_deprecations_dropped(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import warnings
+
+    from observability.logs import setup_logging
+    from observability.settings import TelemetrySettings
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", list(root.handlers))  # setup_logging replaces ours; restored after
+    monkeypatch.setattr(root, "level", root.level)
+    with warnings.catch_warnings():  # restores the filters setup_logging adds
+        warnings.simplefilter("always")
+        setup_logging(TelemetrySettings(log_format="json"))
+        try:
+            warnings.warn("a library changed its mind", DeprecationWarning, stacklevel=1)
+            warnings.warn("The ``noload`` loader strategy is deprecated (MLflow's)", DeprecationWarning, stacklevel=1)
+        finally:
+            logging.captureWarnings(False)
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert [r["logger"] for r in lines] == ["py.warnings"], lines
+    assert "a library changed its mind" in lines[0]["message"] and lines[0]["level"] == "WARNING"
+
+
 def test_stages_under_our_server_span_parent_their_children_and_logs(monkeypatch: pytest.MonkeyPatch) -> None:
     """Stages are made current in ``current_span``, not in an OpenTelemetry context: children, logs and
     instrumented libraries (inside ``foreign_spans``) still find them, and a failing stage resets it."""
