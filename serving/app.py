@@ -151,7 +151,7 @@ def create_app(
     hot = next(r for r in predict.router.routes if getattr(r, "path", None) == PREFIX + "{entity_id}")
     batch = next(r for r in predict.router.routes if getattr(r, "path", None) == BATCH_PATH)
     app.add_middleware(PredictFastPath, route=hot, batch_route=batch)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_ms / 1000)
     document_limits(app)
     app.add_middleware(ConcurrencyLimit, max_in_flight=settings.max_in_flight)
     api_key = settings.resolved_api_key()

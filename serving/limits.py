@@ -7,6 +7,7 @@ event loop stay untouched.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -39,15 +40,19 @@ async def send_error(
 
 
 class BodySizeLimit:
-    """413 for a body over ``max_bytes``, declared (Content-Length) or streamed (chunked).
+    """413 for a body over ``max_bytes``, declared (Content-Length) or streamed (chunked); 408 for
+    one that takes longer than ``timeout_s`` to arrive.
 
     The body is read here, up to the cap, and replayed to the app: bodies are small (a batch
     of IDs), and a limit enforced before parsing cannot be turned into a 400 by the framework.
+    The time limit matters because this runs inside the concurrency limit, and uvicorn sets none
+    on a body: a client trickling a byte a minute would hold its slot for as long as it liked.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 5.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -70,18 +75,24 @@ class BodySizeLimit:
                 return
         chunks: list[bytes] = []
         total = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the client went away; nobody to answer
-            chunk = message.get("body", b"")
-            total += len(chunk)
-            if total > self.max_bytes:
-                await send_error(send, 413, "body_too_large", too_large)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                while True:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return  # the client went away; nobody to answer
+                    chunk = message.get("body", b"")
+                    total += len(chunk)
+                    if total > self.max_bytes:
+                        await send_error(send, 413, "body_too_large", too_large)
+                        return
+                    chunks.append(chunk)
+                    if not message.get("more_body", False):
+                        break
+        except TimeoutError:
+            slow = f"request body not received within {self.timeout_s:g} s"
+            await send_error(send, 408, "body_timeout", slow, [(b"connection", b"close")])
+            return
         replayed = False
 
         async def replay() -> Message:
@@ -165,6 +176,7 @@ def document_limits(app: FastAPI) -> None:
                 add_error_response(operation, 503, "Overloaded (Retry-After), no model, or the online store failed.")
                 if "requestBody" in operation:
                     add_error_response(operation, 400, "The body could not be read (not UTF-8, bad Content-Length).")
+                    add_error_response(operation, 408, "The body took longer than SKEWLESS_BODY_TIMEOUT_MS to arrive.")
                     add_error_response(operation, 413, "The body is larger than SKEWLESS_MAX_BODY_BYTES.")
 
     extend_openapi(app, edit)

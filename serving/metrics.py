@@ -220,7 +220,7 @@ class RequestTimer:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = 500
+        status = 0
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -230,7 +230,12 @@ class RequestTimer:
 
         try:
             await self.app(scope, receive, send_wrapper)
+        except BaseException:
+            status = status or 500  # what the server error handler outside answers
+            raise
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            self.metrics.observe_request(scope["method"], template, status, time.perf_counter() - start)
+            # Returned without answering: the client left first (mid-upload, say). Counted as 499,
+            # nginx's "client closed request", so it does not count toward the 5xx alert.
+            self.metrics.observe_request(scope["method"], template, status or 499, time.perf_counter() - start)

@@ -37,9 +37,10 @@ How it works:
   (counted from the later of the oldest pending call's write and the last bytes received: a
   stopped Redis is cut off, a slow but answering one is not, as with redis-py's per-read
   ``socket_timeout``), since otherwise a stopped Redis would let the FIFO and the write buffer
-  grow for as long as callers keep calling; and when more than ``max_pending`` replies are
-  outstanding (reachable only when Redis stopped keeping up, given the API's concurrency cap).
-  The next call connects again, lazily, under ``socket_connect_timeout``.
+  grow for as long as callers keep calling. The next call connects again, lazily, under
+  ``socket_connect_timeout``. A call that would leave more than ``max_pending`` replies
+  outstanding is refused on its own (``WireConnectionError``); the connection and the calls
+  already sent are kept.
 * Only what the hot path needs: HMGET batches, PING and single commands; RESP2; AUTH and SELECT
   on connect. No TLS, cluster, pub/sub or retries (the caller has a deadline and a fallback; a
   retry would only spend it). ``from_feast_params`` refuses what it cannot honour (``ssl`` and
@@ -152,9 +153,10 @@ class _Protocol(asyncio.Protocol):
         if self.error is not None:
             raise self.error
         if self.outstanding + n > self.max_pending:
-            err = WireConnectionError(f"more than {self.max_pending} Redis replies outstanding; connection dropped")
-            self.drop(err)
-            raise err
+            # Refused alone: the calls already sent are healthy, and big batches under a high
+            # concurrency cap can reach this while Redis keeps up. A Redis that stopped answering
+            # is cut off by the stall watchdog instead.
+            raise WireConnectionError(f"more than {self.max_pending} Redis replies would be outstanding; call refused")
         future = self.loop.create_future()
         now = self.loop.time()
         self.pending.append(_Call(future, n, now))

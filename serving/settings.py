@@ -70,6 +70,13 @@ class ServingSettings(BaseSettings):
     max_body_bytes: int = Field(
         1_048_576, ge=1024, le=256 * 1_048_576, description="Largest request body accepted; larger answers 413."
     )
+    body_timeout_ms: int = Field(
+        5000,
+        gt=0,
+        le=300_000,
+        description="Most time a request body may take to arrive; slower answers 408, so a trickled body "
+        "cannot hold one of the max_in_flight slots for long.",
+    )
     max_in_flight: int = Field(
         64, ge=1, le=100_000, description="Requests handled at once; more are shed at once with 503 + Retry-After."
     )

@@ -258,7 +258,7 @@ class RequestTelemetry:
                     trace_id,
                     extra={
                         "route": route,
-                        "status": status or 500,
+                        "status": status or 499,  # no answer and no error: the client left first
                         "duration_ms": round(ms, 3),
                         "entity_count": stats.entities,
                         "stages_ms": stats.stages_ms,

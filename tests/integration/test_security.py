@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hmac
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -140,6 +142,40 @@ def test_chunked_body_over_the_cap_is_413_over_the_wire(
         assert r.json()["error"]["code"] == "body_too_large"
         assert "content-length" not in r.request.headers
         assert c.get("/health").status_code == 200
+
+
+def test_a_trickled_body_is_408_and_frees_its_slot(
+    feature_env: FeatureEnv, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A client that declares a body and stops sending (slowloris) must not keep its in-flight slot:
+    with one slot, the next caller would otherwise be shed for as long as the trickle lasts."""
+
+    tmp = tmp_path_factory.mktemp("trickle")
+    model = register_model(feature_env, f"sqlite:///{tmp / 'mlflow.db'}")
+    env = api_environment(
+        feature_env,
+        model.tracking_uri,
+        model.name,
+        feature_env.redis.connection,
+        max_in_flight="1",
+        body_timeout_ms="300",
+    )
+    with running_api(env, tmp / "api") as api, socket.create_connection(("127.0.0.1", api.port), timeout=5) as slow:
+        head = b"POST /v1/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+        slow.sendall(head + b'{"entity_ids": [')  # 16 of the 100 bytes, then nothing
+        started = time.monotonic()
+        answer = b""
+        while b"\r\n\r\n" not in answer:
+            part = slow.recv(4096)
+            assert part, "the server closed the connection without an answer"
+            answer += part
+        waited = time.monotonic() - started
+        assert answer.startswith(b"HTTP/1.1 408"), answer[:200]
+        assert b"body_timeout" in answer or b"body_timeout" in slow.recv(4096)
+        assert 0.25 < waited < 3, f"answered after {waited:.2f} s"
+        with httpx.Client(base_url=api.url("")) as c:  # the one slot is free again
+            r = c.post("/v1/predict", json={"entity_ids": ["u0000001"]})
+            assert r.status_code == 200, r.text
 
 
 def test_batch_over_the_cap_is_422(make_client: AppFactory) -> None:

@@ -1,6 +1,8 @@
-"""The hand-rolled collectors expose exactly what prometheus_client's own metrics would."""
+"""Hand-rolled collectors expose what prometheus_client's own would; request timings get honest status labels."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import pytest
@@ -79,3 +81,23 @@ def test_plain_histogram_matches_prometheus_histogram_with_and_without_labels() 
         our_labelled.observe(0.1)
     with pytest.raises(ValueError, match="labels"):
         our_labelled.labels("GET")
+
+
+def test_a_request_the_client_left_is_499_and_a_crash_is_500() -> None:
+    import asyncio
+
+    from serving.metrics import Metrics, RequestTimer
+
+    async def left(scope: Any, receive: Any, send: Any) -> None:
+        return None  # e.g. BodySizeLimit saw http.disconnect: nobody to answer
+
+    async def crashed(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("boom")
+
+    metrics = Metrics()
+    scope = {"type": "http", "method": "POST", "path": "/v1/predict"}
+    asyncio.run(RequestTimer(left, metrics)(scope, None, None))  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError):
+        asyncio.run(RequestTimer(crashed, metrics)(scope, None, None))  # type: ignore[arg-type]
+    statuses = sorted(status for _, _, status in metrics._requests)
+    assert statuses == [499, 500]
