@@ -50,12 +50,12 @@ class TrainSettings(BaseSettings):
     )
     tracking_uri: str = Field(
         default=DEFAULT_TRACKING_URI,
-        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "SKEWLESS_MLFLOW_TRACKING_URI"),
+        validation_alias=AliasChoices("SKEWLESS_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"),
         description="MLflow tracking URI; default an embedded SQLite file under mlruns/.",
     )
     registry_uri: str | None = Field(
         default=None,
-        validation_alias=AliasChoices("MLFLOW_REGISTRY_URI", "SKEWLESS_MLFLOW_REGISTRY_URI"),
+        validation_alias=AliasChoices("SKEWLESS_MLFLOW_REGISTRY_URI", "MLFLOW_REGISTRY_URI"),
         description="MLflow model registry URI; default the tracking URI.",
     )
     artifact_location: str | None = Field(
@@ -65,7 +65,7 @@ class TrainSettings(BaseSettings):
         "a non-default SQLite file. Ignored for an MLflow server, which decides itself.",
     )
     experiment_name: str = Field(
-        default="skewless-churn", validation_alias=AliasChoices("MLFLOW_EXPERIMENT_NAME", "SKEWLESS_EXPERIMENT_NAME")
+        default="skewless-churn", validation_alias=AliasChoices("SKEWLESS_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_NAME")
     )
 
     @model_validator(mode="after")

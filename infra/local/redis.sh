@@ -11,14 +11,23 @@ RDIR="$STATE/redis"
 ENVF="$STATE/env"
 mkdir -p "$RDIR"
 
-write_env() {  # $1 = host:port
+write_env() {  # $1 = host:port[,options]; $2 = "private" for our own instance
+  # An exported data dir or registry is kept (made absolute, as the Python settings resolve it),
+  # since `make` targets load this file over the environment.
+  local data="${SKEWLESS_DATA_DIR:-$ROOT/data}" registry="${SKEWLESS_FEAST_REGISTRY:-$ROOT/data/registry.db}"
+  local type=file
+  data="$(realpath -m "$data")"
+  if [[ "$registry" == *://* ]]; then type=sql; else registry="$(realpath -m "$registry")"; fi
   cat > "$ENVF" <<EOT
 # Written by infra/local/redis.sh. Source with: set -a; . .state/env; set +a
 SKEWLESS_REDIS_CONNECTION=$1
 SKEWLESS_FEAST_CONNECTION=$1,socket_timeout=5,socket_connect_timeout=2
-SKEWLESS_FEAST_REGISTRY=$ROOT/data/registry.db
-SKEWLESS_FEAST_REGISTRY_TYPE=file
-SKEWLESS_DATA_DIR=$ROOT/data
+SKEWLESS_FEAST_REGISTRY=$registry
+SKEWLESS_FEAST_REGISTRY_TYPE=$type
+SKEWLESS_DATA_DIR=$data
+# Set only for the private instance: a shell that sourced this file exports it too, so \`up\` can
+# tell that address from one the user chose.
+SKEWLESS_STATE_PRIVATE_REDIS=$([[ "${2:-}" == private ]] && echo "$1")
 EOT
 }
 
@@ -50,14 +59,18 @@ case "${1:-up}" in
     ensure_installed
     ;;
   up)
-    if [[ -n "${SKEWLESS_REDIS_CONNECTION:-}" && ! -f "$RDIR/port" ]]; then
+    # An exported connection wins, unless it is a private instance's address that a shell picked
+    # up by sourcing .state/env (that instance may have stopped, or moved to another port, since).
+    conn="${SKEWLESS_REDIS_CONNECTION:-}"
+    [[ -n "$conn" && "$conn" == "${SKEWLESS_STATE_PRIVATE_REDIS:-}" ]] && conn=""
+    if [[ -n "$conn" ]]; then
       echo "using configured Redis at ${SKEWLESS_REDIS_CONNECTION%%,*}"
       write_env "${SKEWLESS_REDIS_CONNECTION}"
       exit 0
     fi
     if private_alive; then
       echo "private Redis already running on 127.0.0.1:$(cat "$RDIR/port")"
-      write_env "127.0.0.1:$(cat "$RDIR/port")"
+      write_env "127.0.0.1:$(cat "$RDIR/port")" private
       exit 0
     fi
     ensure_installed
@@ -68,7 +81,7 @@ case "${1:-up}" in
     for _ in $(seq 50); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.1; done
     redis-cli -p "$port" ping >/dev/null || { echo "error: Redis did not start, see $RDIR/redis.log" >&2; exit 1; }
     echo "$port" > "$RDIR/port"
-    write_env "127.0.0.1:$port"
+    write_env "127.0.0.1:$port" private
     echo "started private Redis on 127.0.0.1:$port (data in .state/redis)"
     ;;
   down)

@@ -126,6 +126,20 @@ def test_settings_classes_read_the_documented_variables() -> None:
     assert sdk_vars() >= SDK_OTEL_VARS, sorted(SDK_OTEL_VARS - sdk_vars())
 
 
+def test_skewless_mlflow_variables_win_over_mlflows_own_in_training_and_serving(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # One env file may carry both: the project's own name is the more specific, for every component.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///generic.db")
+    monkeypatch.setenv("SKEWLESS_MLFLOW_TRACKING_URI", "sqlite:///ours.db")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "generic")
+    monkeypatch.setenv("SKEWLESS_EXPERIMENT_NAME", "ours")
+    assert ServingSettings().mlflow_tracking_uri == "sqlite:///ours.db"
+    train = TrainSettings()
+    assert train.tracking_uri == "sqlite:///ours.db"
+    assert train.experiment_name == "ours"
+
+
 @pytest.mark.parametrize("service", APP_SERVICES)
 def test_compose_sets_only_variables_the_code_reads(service: str, monkeypatch: pytest.MonkeyPatch) -> None:
     env = {**dockerfile_env(), **service_env(service)}
