@@ -99,11 +99,30 @@ class KeepSlowTraces(SpanProcessor):
             if len(self._pending) > MAX_PENDING_TRACES:
                 self._pending.popitem(last=False)
             return
-        spans = self._pending.pop(ctx.trace_id, held)
+        if span.parent is None:  # a fresh trace id: every span held under it is this request's
+            spans = self._pending.pop(ctx.trace_id, held)
+        else:  # a caller's trace, which its parallel calls to us share: take only this root's spans
+            spans = self._take_descendants(ctx.trace_id, ctx.span_id)
         duration = (span.end_time or 0) - (span.start_time or 0)
         if duration >= self.threshold_ns:
             for s in spans:
                 self.exporting.on_end(_as_sampled(s))
+
+    def _take_descendants(self, trace_id: int, root_id: int) -> list[ReadableSpan]:
+        """The held spans of ``trace_id`` under the local root ``root_id`` (itself included), removed;
+        a sibling request's spans in the same trace stay held for their own root."""
+        held = self._pending.pop(trace_id, [])
+        parents = {s.context.span_id: s.parent.span_id for s in held if s.context is not None and s.parent is not None}
+        mine: list[ReadableSpan] = []
+        others: list[ReadableSpan] = []
+        for s in held:
+            node: int | None = s.context.span_id if s.context is not None else None
+            while node is not None and node != root_id:
+                node = parents.get(node)
+            (mine if node == root_id else others).append(s)
+        if others:
+            self._pending[trace_id] = others
+        return mine
 
     def shutdown(self) -> None:
         """Drop what is held and shut the exporting processor down."""

@@ -53,6 +53,25 @@ def test_dropped_traces_are_exported_only_when_slow() -> None:
     assert all(s.parent.span_id == root.context.span_id for s in spans if s.parent is not None)
 
 
+def test_parallel_requests_in_one_callers_trace_keep_their_own_spans() -> None:
+    # An upstream that does not sample (traceparent ...-00) calls us twice in parallel: both
+    # requests share its trace id. The fast one ending first must not take the slow one's spans.
+    provider, exported = provider_keeping_slow(0.1, ParentBased(ALWAYS_OFF))
+    caller = trace.NonRecordingSpan(trace.SpanContext(0xABC, 0xDEF, is_remote=True, trace_flags=trace.TraceFlags(0)))
+    tracer = provider.get_tracer("test")
+    with trace.use_span(caller):
+        slow = tracer.start_span("GET slow", start_time=1_000)
+        fast = tracer.start_span("GET fast", start_time=1_000)
+    with trace.use_span(slow):
+        tracer.start_span("HMGET slow", start_time=2_000).end(end_time=120_000_000)
+    with trace.use_span(fast):
+        tracer.start_span("HMGET fast", start_time=2_000).end(end_time=3_000)
+    fast.end(end_time=5_000)  # fast: forgotten, with its own child only
+    assert exported.get_finished_spans() == ()
+    slow.end(end_time=150_000_000)  # slow: exported whole, nothing of the fast one
+    assert sorted(s.name for s in exported.get_finished_spans()) == ["GET slow", "HMGET slow"]
+
+
 def test_sampled_traces_pass_through_whatever_their_duration() -> None:
     provider, exported = provider_keeping_slow(0.1, ParentBased(ALWAYS_ON))
     request(provider, root_ns=1_000)
