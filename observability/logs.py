@@ -62,6 +62,9 @@ def setup_logging(settings: TelemetrySettings) -> None:
     root.handlers = [h for h in root.handlers if h.get_name() != "skewless"] + [handler]
     root.setLevel(settings.log_level)
     # Python's warnings print raw text to stderr, which a log shipper reading JSON lines cannot parse.
+    # Off, then on: a warnings.catch_warnings() block that ended since the last call (pytest wraps
+    # every test in one) puts the original hook back while logging still believes it captures.
+    logging.captureWarnings(False)
     logging.captureWarnings(True)
     for message in _DEPENDENCY_DEPRECATIONS:
         warnings.filterwarnings("ignore", message=re.escape(message))
