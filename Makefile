@@ -40,8 +40,12 @@ setup: $(VENV)/.synced ## Install Python deps into .venv (from uv.lock) and redi
 redis-up: setup ## Start (or reuse) the private Redis; writes .state/env
 	@bash infra/local/redis.sh up
 
-data: setup ## Generate the churn source tables (USERS, DAYS, SEED)
+data: setup ## Generate the churn source tables (USERS, DAYS, SEED); replaces the dataset and what was derived from it
 	$(PY) -m feature_repo.datagen.generate --out data --users $(USERS) --days $(DAYS) --seed $(SEED)
+	@# A new dataset, not an append: the registry's record of materialized windows and the private
+	@# online store belong to the old one (see `forget` in infra/local/redis.sh). `make apply` recreates the registry.
+	@rm -f data/registry.db
+	@bash infra/local/redis.sh forget
 
 validate: setup ## Validate the source tables (schema, nulls, ranges, timestamps, duplicates)
 	@$(WITH_ENV) $(PY) -m feature_repo.pipeline.cli validate

@@ -4,6 +4,7 @@
 #       .state/redis; otherwise install redis-server if missing (root only) and start a
 #       daemon on a free port. Writes .state/env for later make targets and bare feast.
 # down: stop the private instance (never one we did not start).
+# forget: empty the private instance, running or on disk (after `make data` replaced the dataset).
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 STATE="$ROOT/.state"
@@ -96,5 +97,24 @@ case "${1:-up}" in
   status)
     if private_alive; then echo "private Redis on 127.0.0.1:$(cat "$RDIR/port")"; else echo "no private Redis"; fi
     ;;
-  *) echo "usage: $0 install|up|down|status" >&2; exit 2 ;;
+  forget)
+    # `make data` replaced the dataset. Materialization writes a row only when it is newer than
+    # the stored one, from where the registry's record says the last run ended, so values of the
+    # old dataset would stay and most of the new one would never be written: empty the private
+    # store (running or on disk). A Redis the user configured is never touched.
+    conn="${SKEWLESS_REDIS_CONNECTION:-}"
+    if [[ -n "$conn" && "$conn" != "${SKEWLESS_STATE_PRIVATE_REDIS:-}" ]]; then
+      echo "note: the online store at ${conn%%,*} still holds the previous dataset's values; clear this" \
+        "project's keys there before materializing the new one" >&2
+      exit 0
+    fi
+    if private_alive; then
+      port="$(cat "$RDIR/port")"
+      redis-cli -p "$port" flushall >/dev/null && redis-cli -p "$port" save >/dev/null
+      echo "emptied the private Redis on 127.0.0.1:$port (it held the previous dataset)"
+    else
+      rm -f "$RDIR/dump.rdb"
+    fi
+    ;;
+  *) echo "usage: $0 install|up|down|status|forget" >&2; exit 2 ;;
 esac

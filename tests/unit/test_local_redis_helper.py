@@ -14,14 +14,14 @@ from tests.unit.test_deploy_support import ROOT
 pytestmark = pytest.mark.unit
 
 
-def up(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """``redis.sh up`` from a copy of the script in ``tmp_path``, which it takes for the repo root."""
+def helper(tmp_path: Path, env: dict[str, str], command: str = "up") -> subprocess.CompletedProcess[str]:
+    """``redis.sh <command>`` from a copy of the script in ``tmp_path``, which it takes for the repo root."""
     script = tmp_path / "infra" / "local" / "redis.sh"
-    script.parent.mkdir(parents=True)
+    script.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "infra" / "local" / "redis.sh", script)
     base = {k: v for k, v in os.environ.items() if not k.startswith("SKEWLESS_")}
     return subprocess.run(
-        [shutil.which("bash") or "/bin/bash", str(script), "up"],
+        [shutil.which("bash") or "/bin/bash", str(script), command],
         env={**base, **env},
         cwd=tmp_path,
         capture_output=True,
@@ -32,7 +32,7 @@ def up(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 def run_up(tmp_path: Path, env: dict[str, str]) -> tuple[str, dict[str, str]]:
     """``up`` that succeeds without starting anything; its output and the .state/env it wrote."""
-    out = up(tmp_path, env)
+    out = helper(tmp_path, env)
     assert out.returncode == 0, out.stderr
     lines = (tmp_path / ".state" / "env").read_text().splitlines()
     written = dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
@@ -79,7 +79,23 @@ def test_a_private_address_sourced_into_the_shell_is_not_taken_for_the_users_cho
         assert found is not None, tool
         (tools / tool).symlink_to(found)
     sourced = {"SKEWLESS_REDIS_CONNECTION": "127.0.0.1:6399", "SKEWLESS_STATE_PRIVATE_REDIS": "127.0.0.1:6399"}
-    out = up(tmp_path / "repo", {**sourced, "PATH": str(tools)})
+    out = helper(tmp_path / "repo", {**sourced, "PATH": str(tools)})
     assert out.returncode == 1
     assert "redis-server is not installed" in out.stderr
     assert "using configured Redis" not in out.stdout
+
+
+def test_forget_leaves_a_configured_redis_alone_and_says_so(tmp_path: Path) -> None:
+    out = helper(tmp_path, {"SKEWLESS_REDIS_CONNECTION": "redis.internal:6380"}, "forget")
+    assert out.returncode == 0, out.stderr
+    assert "redis.internal:6380 still holds the previous dataset" in out.stderr
+
+
+def test_forget_drops_a_stopped_private_instances_snapshot(tmp_path: Path) -> None:
+    # Restarted, the instance would load the old dataset's values back from its snapshot.
+    snapshot = tmp_path / ".state" / "redis" / "dump.rdb"
+    snapshot.parent.mkdir(parents=True)
+    snapshot.write_bytes(b"REDIS0011")
+    out = helper(tmp_path, {}, "forget")
+    assert out.returncode == 0, out.stderr
+    assert not snapshot.exists()
