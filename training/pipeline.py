@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import subprocess  # nosec B404 - `git rev-parse` with a fixed argument list
 import tempfile
 import warnings
@@ -17,6 +18,7 @@ import mlflow.lightgbm
 import numpy as np
 import pandas as pd
 from mlflow.data.pandas_dataset import from_pandas
+from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from opentelemetry import trace
 
@@ -29,6 +31,8 @@ from training.dataset import Dataset, build_dataset, content_hash, historical_fe
 from training.models import BoosterScorer, LgbmConfig, fit_lgbm, fit_logreg, fit_prior
 from training.settings import TrainSettings
 from training.split import TimeSplit, time_split
+
+log = logging.getLogger(__name__)
 
 _tracer = trace.get_tracer("skewless.training")
 
@@ -93,6 +97,11 @@ def _schema_witness(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.iloc[sorted(rows)]
 
 
+class ChampionUnservableError(Exception):
+    """The champion cannot be served any more (no contract, no loadable model, its feature service
+    gone or changed): serving refuses it, so it no longer competes and the baselines decide."""
+
+
 def _champion_scores(
     ds: Dataset,
     test: np.ndarray,
@@ -100,11 +109,15 @@ def _champion_scores(
     name: str,
     version: str,
 ) -> tuple[np.ndarray | None, str]:
-    """The current champion's scores on this test window, or None and why it cannot be scored."""
+    """The current champion's scores on this test window, or None and why it cannot be served.
+
+    Only ``ChampionUnservableError`` means that. Any other failure (the offline store, MLflow)
+    propagates: it says nothing about the champion, so it must not let a candidate in unopposed.
+    """
     try:
         booster, contract = registry.load_version(name, version)
-    except KeyError as e:  # no contract tags: serving would refuse it too
-        return None, f"champion v{version} cannot be scored: {e}"
+    except (KeyError, MlflowException) as e:  # no contract tags, or no native model: serving refuses it too
+        return None, f"champion v{version} cannot be served: {type(e).__name__}: {e}"
     if contract == ds.contract:
         X = ds.X[test]  # noqa: N806
     else:
@@ -113,8 +126,8 @@ def _champion_scores(
         entity = ds.frame.loc[test, [ds.contract.entity_key, "event_timestamp"]]
         try:
             X = store_features(contract, entity).loc[:, list(contract.feature_names)]  # noqa: N806
-        except Exception as e:  # any failure means "cannot be served any more"
-            return None, f"champion v{version} cannot be scored: {e}"
+        except ChampionUnservableError as e:
+            return None, f"champion v{version} cannot be served: {e}"
         X = X.apply(pd.to_numeric).astype("float64")  # noqa: N806
     return BoosterScorer(booster).score(X), ""
 
@@ -170,17 +183,32 @@ def run_training(
 
         client = registry.connect(settings)
         champion = registry.version_by_alias(client, settings.model_name, registry.CHAMPION)
-        champion_note = ""
+        champion_note = blocked = ""
         if champion is not None:
             step(f"scoring champion v{champion.version} on the same test window")
 
             def fetch(contract: Contract, entity: pd.DataFrame) -> pd.DataFrame:
                 # Serving refuses a model whose service is gone or changed; so does the comparison.
-                if contract_for(store, contract.feature_service) != contract:
-                    raise ValueError(f"feature service {contract.feature_service} no longer matches its contract")
+                from feast.errors import FeatureServiceNotFoundException
+
+                try:
+                    live = contract_for(store, contract.feature_service)
+                except FeatureServiceNotFoundException as e:
+                    raise ChampionUnservableError(f"feature service {contract.feature_service} is gone") from e
+                if live != contract:
+                    raise ChampionUnservableError(f"feature service {contract.feature_service} no longer matches")
                 return historical_features(store, contract.feature_service, entity)
 
-            champ_scores, champion_note = _champion_scores(ds, split.test, fetch, settings.model_name, champion.version)
+            try:
+                champ_scores, champion_note = _champion_scores(
+                    ds, split.test, fetch, settings.model_name, champion.version
+                )
+            except Exception as e:  # transient or unknown: keep the champion, still register the candidate
+                log.exception("scoring champion v%s failed", champion.version)
+                champ_scores, blocked = (
+                    None,
+                    f"champion v{champion.version} could not be scored ({type(e).__name__}: {e})",
+                )
             if champ_scores is not None:
                 scores["champion"] = champ_scores
                 results["champion"] = evaluate.metrics(y_test, champ_scores)
@@ -191,6 +219,8 @@ def run_training(
             settings.gate_metric,
             settings.gate_min_delta,
         )
+        if blocked:
+            decision = gate.Decision(False, f"{blocked}; the champion stays, train again to compare")
     reason = f"{decision.reason}; {champion_note}" if champion_note else decision.reason
 
     with stage("register", "logging the run and registering the model") as register_span:
