@@ -76,11 +76,15 @@ def train(
 @app.command("rollback")
 def rollback_cmd(
     model_name: Annotated[str | None, typer.Option(help="Registered model name in MLflow.")] = None,
+    force: Annotated[
+        bool,
+        typer.Option(help="Move the alias even if serving would refuse the earlier version (its service changed)."),
+    ] = False,
 ) -> None:
     """Move the champion alias back to the version the current champion replaced."""
     settings = _settings(model_name=model_name)
     try:
-        done = rollback(settings)
+        done = rollback(settings, force=force)
     except RollbackError as e:
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(1) from e

@@ -17,7 +17,8 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from feature_repo.contract import TAG_PREFIX, Contract
+from feature_repo.contract import TAG_PREFIX, Contract, contract_for
+from feature_repo.settings import FeastSettings, get_feast_settings
 from training.settings import TrainSettings
 
 CHAMPION = "champion"
@@ -83,10 +84,31 @@ class Rollback:
     to_version: str
 
 
-def rollback(settings: TrainSettings) -> Rollback:
+def unservable_because(tags: dict[str, str], feast_settings: FeastSettings) -> str | None:
+    """Why serving would refuse a version with these tags against the live Feast registry; None if it would not."""
+    from feast.errors import FeatureServiceNotFoundException
+
+    from feature_repo.store import open_store
+
+    try:
+        contract = Contract.from_tags(tags)
+    except KeyError as e:
+        return f"it carries no feature contract ({e})"
+    try:
+        live = contract_for(open_store(feast_settings), contract.feature_service)
+    except FeatureServiceNotFoundException:
+        return f"feature service {contract.feature_service} is gone from the Feast registry"
+    if live != contract:
+        return f"feature service {contract.feature_service} changed since it was trained"
+    return None
+
+
+def rollback(settings: TrainSettings, feast_settings: FeastSettings | None = None, force: bool = False) -> Rollback:
     """Move ``champion`` back to the version the current champion replaced.
 
-    Raises RollbackError when there is no champion or it never replaced one.
+    Raises RollbackError when there is no champion, it never replaced one, or (unless ``force``)
+    serving would refuse the earlier version: its feature service is gone or changed. Moving the
+    alias then would leave the current version serving (or, after a restart, nothing).
     """
     client = connect(settings)
     name = settings.model_name
@@ -96,7 +118,14 @@ def rollback(settings: TrainSettings) -> Rollback:
     previous = current.tags.get(PREVIOUS_CHAMPION_TAG)
     if not previous:
         raise RollbackError(f"{name} v{current.version} is the first champion; there is nothing to roll back to")
-    client.get_model_version(name, previous)  # fails loudly if the version was deleted
+    earlier = client.get_model_version(name, previous)  # fails loudly if the version was deleted
+    if not force:
+        why = unservable_because(earlier.tags, feast_settings or get_feast_settings())
+        if why is not None:
+            raise RollbackError(
+                f"{name} v{previous} cannot be served any more: {why}. Serving would refuse it and keep "
+                f"v{current.version}; retrain, or pass --force to move the alias anyway"
+            )
     client.set_registered_model_alias(name, CHAMPION, previous)
     client.set_model_version_tag(name, current.version, ROLLED_BACK_TAG, "true")
     return Rollback(from_version=str(current.version), to_version=previous)

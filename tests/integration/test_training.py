@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from feature_repo.contract import Contract, contract_for
 from tests.conftest import FeatureEnv
 from training.pipeline import TrainResult, run_training
-from training.registry import CHAMPION, PREVIOUS_CHAMPION_TAG, rollback
+from training.registry import CHAMPION, PREVIOUS_CHAMPION_TAG, RollbackError, rollback
 from training.settings import TrainSettings
 
 pytestmark = pytest.mark.integration
@@ -54,7 +54,7 @@ def history(feature_env: FeatureEnv, tmp_path_factory: pytest.TempPathFactory) -
         same_again = run_training(settings, feature_env.settings)
         worse = run_training(weak_settings, feature_env.settings)
         before = client.get_model_version_by_alias(MODEL, CHAMPION).version
-        rollback(settings)
+        rollback(settings, feature_env.settings)
         after = client.get_model_version_by_alias(MODEL, CHAMPION).version
         yield History(settings, client, weak, strong, same_again, worse, str(before), str(after))
 
@@ -143,3 +143,21 @@ def test_rollback_cli_explains_when_there_is_nothing_to_go_back_to(
     result = CliRunner().invoke(app, ["rollback", "--model-name", MODEL])
     assert result.exit_code == 1
     assert "nothing to roll back to" in result.output
+
+
+def test_rollback_refuses_a_version_serving_would_refuse_unless_forced(
+    history: History, feature_env: FeatureEnv
+) -> None:
+    client, settings = history.client, history.settings
+    strong, weak = history.strong.version, history.weak.version
+    fingerprint = client.get_model_version(MODEL, weak).tags["skewless.fingerprint"]
+    client.set_registered_model_alias(MODEL, CHAMPION, strong)  # strong replaced weak
+    client.set_model_version_tag(MODEL, weak, "skewless.fingerprint", "trained-on-another-schema")
+    try:
+        with pytest.raises(RollbackError, match=f"v{weak} cannot be served any more.*changed since it was trained"):
+            rollback(settings, feature_env.settings)
+        assert str(client.get_model_version_by_alias(MODEL, CHAMPION).version) == strong  # untouched
+        assert rollback(settings, feature_env.settings, force=True).to_version == weak
+    finally:
+        client.set_model_version_tag(MODEL, weak, "skewless.fingerprint", fingerprint)
+        client.set_registered_model_alias(MODEL, CHAMPION, weak)
