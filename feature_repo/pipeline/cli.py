@@ -10,7 +10,7 @@ import os
 import subprocess  # nosec B404: runs the feast CLI with a fixed argument list
 import sys
 import time
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -77,13 +77,11 @@ def materialize_cmd(
     end: Annotated[str | None, typer.Option(help="Materialize up to this ISO time (UTC). Default: now.")] = None,
 ) -> None:
     """Incrementally materialize every feature view into Redis (validated data only)."""
-    from datetime import datetime
-
     from feature_repo.pipeline.materialize import NotValidatedError, materialize
 
     t0 = time.perf_counter()
     settings = get_feast_settings()
-    end_dt = datetime.fromisoformat(end).astimezone(UTC) if end else None
+    end_dt = parse_end(end) if end else None
     try:
         with traced_run(SERVICE_NAME, "materialize"):
             done = materialize(None, settings, end_dt)  # no store: Feast is imported only if needed
@@ -91,6 +89,16 @@ def materialize_cmd(
         console.print(f"[red]{e}[/red]")
         raise typer.Exit(1) from e
     console.print(f"materialized up to {done.isoformat()} in {time.perf_counter() - t0:.1f}s")
+
+
+def parse_end(text: str) -> datetime:
+    """``--end`` as UTC: an ISO time with an offset is converted, one without is taken as UTC
+    (as the writer takes a naive end), never as this machine's local time."""
+    try:
+        end = datetime.fromisoformat(text)
+    except ValueError as e:
+        raise typer.BadParameter(f"not an ISO 8601 time: {text!r} (e.g. 2026-05-01T00:00:00+00:00)") from e
+    return end.replace(tzinfo=UTC) if end.tzinfo is None else end.astimezone(UTC)
 
 
 if __name__ == "__main__":

@@ -157,3 +157,34 @@ def test_prefetching_hands_over_items_errors_and_closes_its_source() -> None:
     assert next(consumer) == 0
     consumer.close()  # the consumer stops early (a Redis error, say): the source is closed all the same
     assert closed == ["closed"] * 3
+
+
+@pytest.mark.parametrize(
+    ("given", "utc"),
+    [
+        ("2026-05-01T00:00:00", "2026-05-01T00:00:00+00:00"),  # no offset: UTC, whatever TZ says
+        ("2026-05-01T02:00:00+02:00", "2026-05-01T00:00:00+00:00"),
+        ("2026-05-01", "2026-05-01T00:00:00+00:00"),
+    ],
+)
+def test_materialize_end_is_read_as_utc(given: str, utc: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+
+    from feature_repo.pipeline.cli import parse_end
+
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert parse_end(given).isoformat() == utc
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_a_malformed_end_is_a_usage_error() -> None:
+    import typer
+
+    from feature_repo.pipeline.cli import parse_end
+
+    with pytest.raises(typer.BadParameter, match="not an ISO 8601 time"):
+        parse_end("yesterday")
