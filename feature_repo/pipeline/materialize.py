@@ -48,6 +48,12 @@ def materialize(store: FeatureStore | None, settings: FeastSettings, end: dateti
     if store is not None:
         plan = plans.read_store(store)
     assert plan is not None
+    outside = plans.sources_outside(plan.registry, plan.target.project, settings.data_dir)
+    if outside:
+        raise NotValidatedError(
+            f"the registry's feature views read {', '.join(outside)}, outside the validated folder "
+            f"{settings.data_dir}; run `make apply` with this SKEWLESS_DATA_DIR first"
+        )
     why_not = plan.why_not()
     if why_not is None:
         from feature_repo.pipeline import writer

@@ -120,6 +120,18 @@ def _source_why_not(fv: FeatureViewProto) -> str | None:
     return None
 
 
+def sources_outside(registry: RegistryProto, project: str, data_dir: Path) -> list[str]:
+    """The local files the project's online views read (as ``feast apply`` recorded them) that are
+    not in ``data_dir``: validating ``data_dir`` says nothing about them."""
+    root = data_dir.resolve()
+    outside = []
+    for fv in online_views(registry, project):
+        uri = fv.spec.batch_source.file_options.uri
+        if uri and "://" not in uri and not Path(uri).resolve().is_relative_to(root):
+            outside.append(uri)
+    return sorted(set(outside))
+
+
 def registry_why_not(registry: RegistryProto, project: str) -> str | None:
     """None when the writer reproduces Feast's run over what ``registry`` holds for ``project``."""
     if not any(p.spec.name == project for p in registry.projects):

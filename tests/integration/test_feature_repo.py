@@ -140,3 +140,22 @@ def test_failed_validation_writes_nothing(feature_env: FeatureEnv, tmp_path: Pat
         from feature_repo.pipeline.validate import mark_valid
 
         mark_valid(feature_env.data_dir)
+
+
+def test_validating_one_folder_does_not_bless_the_files_the_registry_reads(
+    feature_env: FeatureEnv, tmp_path: Path
+) -> None:
+    """The views read the files `feast apply` recorded; a validated copy elsewhere says nothing about them."""
+    import shutil
+
+    from feature_repo.pipeline.validate import mark_valid
+
+    elsewhere = tmp_path / "data"
+    shutil.copytree(feature_env.data_dir, elsewhere, ignore=shutil.ignore_patterns("registry*"))
+    mark_valid(elsewhere)
+    client = feature_env.redis.client()
+    before = redis_digest(client)
+    settings = feature_env.settings.model_copy(update={"data_dir": elsewhere})
+    with pytest.raises(NotValidatedError, match="outside the validated folder"):
+        materialize(feature_env.store, settings)
+    assert redis_digest(client) == before
