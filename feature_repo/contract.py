@@ -95,3 +95,31 @@ def contract_for(store: FeatureStore, service_name: str) -> Contract:
         project=store.project,
         fingerprint=hashlib.sha256(payload.encode()).hexdigest(),
     )
+
+
+def mismatch(store: FeatureStore, contract: Contract) -> str | None:
+    """Why the live registry would not serve a model trained on ``contract``, or None if it would.
+
+    The one rule serving (which refuses such a model), the training gate (where such a champion
+    stops competing) and rollback (which will not go back to one) share. A service that is gone or
+    no longer fits one entity is a reason; any other registry failure propagates, since it says
+    nothing about the contract.
+    """
+    from feast.errors import FeatureServiceNotFoundException
+
+    try:
+        live = contract_for(store, contract.feature_service)
+    except FeatureServiceNotFoundException:
+        return f"feature service {contract.feature_service!r} is not in the registry"
+    except ValueError as e:  # the service now spans several join keys
+        return str(e)
+    if live.project != contract.project:
+        return f"model trained on Feast project {contract.project!r}, registry is {live.project!r}"
+    if live.fingerprint != contract.fingerprint:
+        return (
+            f"contract mismatch: feature service {contract.feature_service!r} fingerprint in the registry is "
+            f"{live.fingerprint[:12]}, model was trained on {contract.fingerprint[:12]}"
+        )
+    if live.features != contract.features or live.entity_key != contract.entity_key:
+        return "contract mismatch: feature order or entity key differs from the registry"
+    return None

@@ -21,7 +21,7 @@ from feast import FeatureStore
 from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 
-from feature_repo.contract import Contract, contract_for
+from feature_repo.contract import Contract, mismatch
 from serving.child import run_python
 from serving.compiled_model import Scorer, compile_scorer
 from serving.features import FeaturePlan, PlanError
@@ -96,18 +96,11 @@ def resolve_alias(client: MlflowClient, name: str, alias: str) -> ModelVersion:
 def check_contract(store: FeatureStore, contract: Contract) -> FeaturePlan:
     """Compare the model's contract with the registry; the serving plan, or ModelRefusedError saying why."""
     try:
-        live = contract_for(store, contract.feature_service)
+        why = mismatch(store, contract)
     except Exception as e:  # any registry failure means we cannot vouch for the model
         raise ModelRefusedError(f"feature service {contract.feature_service!r} unusable: {e}") from e
-    if live.project != contract.project:
-        raise ModelRefusedError(f"model trained on Feast project {contract.project!r}, registry is {live.project!r}")
-    if live.fingerprint != contract.fingerprint:
-        raise ModelRefusedError(
-            f"contract mismatch: feature service {contract.feature_service!r} fingerprint in the registry is "
-            f"{live.fingerprint[:12]}, model was trained on {contract.fingerprint[:12]}"
-        )
-    if live.features != contract.features or live.entity_key != contract.entity_key:
-        raise ModelRefusedError("contract mismatch: feature order or entity key differs from the registry")
+    if why is not None:
+        raise ModelRefusedError(why)
     try:
         return FeaturePlan.build(store, contract)
     except PlanError as e:

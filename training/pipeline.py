@@ -22,7 +22,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.models import infer_signature
 from opentelemetry import trace
 
-from feature_repo.contract import Contract, contract_for
+from feature_repo.contract import Contract, mismatch
 from feature_repo.settings import PROJECT_ROOT, FeastSettings, get_feast_settings
 from feature_repo.store import open_store
 from observability.tracing import trace_id_hex
@@ -116,8 +116,12 @@ def _champion_scores(
     """
     try:
         booster, contract = registry.load_version(name, version)
-    except (KeyError, MlflowException) as e:  # no contract tags, or no native model: serving refuses it too
-        return None, f"champion v{version} cannot be served: {type(e).__name__}: {e}"
+    except KeyError as e:  # no contract tags: serving refuses it too
+        return None, f"champion v{version} cannot be served: no feature contract ({e})"
+    except MlflowException as e:
+        if e.error_code != "RESOURCE_DOES_NOT_EXIST":  # MLflow down or failing: says nothing about the champion
+            raise
+        return None, f"champion v{version} cannot be served: {e}"  # no LightGBM model in it
     if contract == ds.contract:
         X = ds.X[test]  # noqa: N806
     else:
@@ -189,14 +193,9 @@ def run_training(
 
             def fetch(contract: Contract, entity: pd.DataFrame) -> pd.DataFrame:
                 # Serving refuses a model whose service is gone or changed; so does the comparison.
-                from feast.errors import FeatureServiceNotFoundException
-
-                try:
-                    live = contract_for(store, contract.feature_service)
-                except FeatureServiceNotFoundException as e:
-                    raise ChampionUnservableError(f"feature service {contract.feature_service} is gone") from e
-                if live != contract:
-                    raise ChampionUnservableError(f"feature service {contract.feature_service} no longer matches")
+                why = mismatch(store, contract)
+                if why is not None:
+                    raise ChampionUnservableError(why)
                 return historical_features(store, contract.feature_service, entity)
 
             try:

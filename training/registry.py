@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from feature_repo.contract import TAG_PREFIX, Contract, contract_for
+from feature_repo.contract import TAG_PREFIX, Contract, mismatch
 from feature_repo.settings import FeastSettings, get_feast_settings
 from training.settings import TrainSettings
 
@@ -86,21 +86,13 @@ class Rollback:
 
 def unservable_because(tags: dict[str, str], feast_settings: FeastSettings) -> str | None:
     """Why serving would refuse a version with these tags against the live Feast registry; None if it would not."""
-    from feast.errors import FeatureServiceNotFoundException
-
     from feature_repo.store import open_store
 
     try:
         contract = Contract.from_tags(tags)
     except KeyError as e:
         return f"it carries no feature contract ({e})"
-    try:
-        live = contract_for(open_store(feast_settings), contract.feature_service)
-    except FeatureServiceNotFoundException:
-        return f"feature service {contract.feature_service} is gone from the Feast registry"
-    if live != contract:
-        return f"feature service {contract.feature_service} changed since it was trained"
-    return None
+    return mismatch(open_store(feast_settings), contract)
 
 
 def rollback(settings: TrainSettings, feast_settings: FeastSettings | None = None, force: bool = False) -> Rollback:

@@ -87,6 +87,8 @@ def registry(
         "SKEWLESS_FEAST_REGISTRY": feature_env.settings.feast_registry,
         "SKEWLESS_REDIS_CONNECTION": feature_env.settings.redis_connection,
         "MLFLOW_TRACKING_URI": uri,
+        # mlflow.set_registry_uri() in an earlier in-process training exports its own; not this one's.
+        "MLFLOW_REGISTRY_URI": uri,
         "SKEWLESS_MODEL_NAME": MODEL_NAME,
         "SKEWLESS_MAX_ROUNDS": "60",
         "SKEWLESS_TRACE_EXPORT": "true",

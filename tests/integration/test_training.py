@@ -117,7 +117,8 @@ def test_run_records_metrics_dataset_and_artifacts(history: History) -> None:
 
 
 def test_cli_trains_from_env_and_exits_zero(feature_env: FeatureEnv, tmp_path: Path) -> None:
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "SKEWLESS_MODEL_NAME": "cli"}
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # the registry too: the history fixture exported its own
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "MLFLOW_REGISTRY_URI": uri, "SKEWLESS_MODEL_NAME": "cli"}
     proc = subprocess.run(
         [sys.executable, "-m", "training", "train", "--max-rounds", "50"],
         env=env,
@@ -154,10 +155,29 @@ def test_rollback_refuses_a_version_serving_would_refuse_unless_forced(
     client.set_registered_model_alias(MODEL, CHAMPION, strong)  # strong replaced weak
     client.set_model_version_tag(MODEL, weak, "skewless.fingerprint", "trained-on-another-schema")
     try:
-        with pytest.raises(RollbackError, match=f"v{weak} cannot be served any more.*changed since it was trained"):
+        with pytest.raises(RollbackError, match=f"v{weak} cannot be served any more: contract mismatch"):
             rollback(settings, feature_env.settings)
         assert str(client.get_model_version_by_alias(MODEL, CHAMPION).version) == strong  # untouched
         assert rollback(settings, feature_env.settings, force=True).to_version == weak
     finally:
         client.set_model_version_tag(MODEL, weak, "skewless.fingerprint", fingerprint)
         client.set_registered_model_alias(MODEL, CHAMPION, weak)
+
+
+def test_a_champion_that_cannot_be_scored_keeps_its_alias(
+    history: History, feature_env: FeatureEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A failure that says nothing about the champion (the offline store, MLflow) must not let the
+    # candidate in on the baselines alone: it is registered, not promoted.
+    import training.pipeline as pipeline
+
+    def offline_store_down(*args: object) -> None:
+        raise OSError("parquet file busy")
+
+    champion = str(history.client.get_model_version_by_alias(MODEL, CHAMPION).version)
+    monkeypatch.setattr(pipeline, "_champion_scores", offline_store_down)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", history.settings.tracking_uri)
+    result = run_training(history.settings.model_copy(update={"max_rounds": 20}), feature_env.settings)
+    assert not result.promoted
+    assert "could not be scored (OSError: parquet file busy)" in result.reason
+    assert str(history.client.get_model_version_by_alias(MODEL, CHAMPION).version) == champion

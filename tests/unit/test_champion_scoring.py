@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, TEMPORARILY_UNAVAILABLE
 
 from feature_repo.contract import Contract
 from training import pipeline, registry
@@ -62,10 +63,19 @@ def test_any_other_failure_to_score_the_champion_propagates(ds: Dataset) -> None
 
 
 def test_a_champion_without_a_native_model_cannot_be_served(monkeypatch: pytest.MonkeyPatch, ds: Dataset) -> None:
-    def broken(name: str, version: str) -> None:
-        raise MlflowException("no LightGBM model in this version's artifacts")
+    def no_flavor(name: str, version: str) -> None:  # what mlflow.lightgbm.load_model raises
+        raise MlflowException('Model does not have the "lightgbm" flavor', RESOURCE_DOES_NOT_EXIST)
 
-    monkeypatch.setattr(registry, "load_version", broken)
+    monkeypatch.setattr(registry, "load_version", no_flavor)
     scores, note = pipeline._champion_scores(ds, np.ones(200, dtype=bool), lambda c, e: e, "churn", "1")
     assert scores is None
-    assert "MlflowException" in note
+    assert 'does not have the "lightgbm" flavor' in note
+
+
+def test_mlflow_failing_says_nothing_about_the_champion(monkeypatch: pytest.MonkeyPatch, ds: Dataset) -> None:
+    def down(name: str, version: str) -> None:
+        raise MlflowException("API request failed with 503", TEMPORARILY_UNAVAILABLE)
+
+    monkeypatch.setattr(registry, "load_version", down)
+    with pytest.raises(MlflowException, match="503"):
+        pipeline._champion_scores(ds, np.ones(200, dtype=bool), lambda c, e: e, "churn", "1")
