@@ -44,7 +44,6 @@ data: setup ## Generate the churn source tables (USERS, DAYS, SEED); replaces th
 	$(PY) -m feature_repo.datagen.generate --out data --users $(USERS) --days $(DAYS) --seed $(SEED)
 	@# A new dataset, not an append: the registry's record of materialized windows and the private
 	@# online store belong to the old one (see `forget` in infra/local/redis.sh). `make apply` recreates the registry.
-	@rm -f data/registry.db
 	@bash infra/local/redis.sh forget
 
 validate: setup ## Validate the source tables (schema, nulls, ranges, timestamps, duplicates)

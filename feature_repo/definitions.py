@@ -16,13 +16,15 @@ from feast.on_demand_feature_view import on_demand_feature_view
 from feast.types import Float64, Int64, String
 from feast.value_type import ValueType
 
-DATA_DIR = Path(os.environ.get("SKEWLESS_DATA_DIR", Path(__file__).resolve().parent.parent / "data"))
+# Absolute (Feast resolves relative paths against the working directory); the folder is resolved,
+# not each file, so a table that is a symlink is recorded inside the folder validation checks.
+DATA_DIR = Path(os.environ.get("SKEWLESS_DATA_DIR", Path(__file__).resolve().parent.parent / "data")).resolve()
 
 
 def _source(table: str) -> FileSource:
     return FileSource(
         name=f"{table}_source",
-        path=str((DATA_DIR / f"{table}.parquet").resolve()),
+        path=str(DATA_DIR / f"{table}.parquet"),
         timestamp_field="event_timestamp",
         # A later `created` wins when two rows share an event time (late corrections).
         created_timestamp_column="created",

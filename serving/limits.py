@@ -75,24 +75,25 @@ class BodySizeLimit:
                 return
         chunks: list[bytes] = []
         total = 0
-        try:
-            async with asyncio.timeout(self.timeout_s):
-                while True:
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        while True:
+            try:  # only the wait is timed: an answer below must never be cut off by the deadline
+                async with asyncio.timeout_at(deadline):
                     message = await receive()
-                    if message["type"] == "http.disconnect":
-                        return  # the client went away; nobody to answer
-                    chunk = message.get("body", b"")
-                    total += len(chunk)
-                    if total > self.max_bytes:
-                        await send_error(send, 413, "body_too_large", too_large)
-                        return
-                    chunks.append(chunk)
-                    if not message.get("more_body", False):
-                        break
-        except TimeoutError:
-            slow = f"request body not received within {self.timeout_s:g} s"
-            await send_error(send, 408, "body_timeout", slow, [(b"connection", b"close")])
-            return
+            except TimeoutError:
+                slow = f"request body not received within {self.timeout_s:g} s"
+                await send_error(send, 408, "body_timeout", slow, [(b"connection", b"close")])
+                return
+            if message["type"] == "http.disconnect":
+                return  # the client went away; nobody to answer
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > self.max_bytes:
+                await send_error(send, 413, "body_too_large", too_large)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
         replayed = False
 
         async def replay() -> Message:

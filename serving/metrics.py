@@ -208,6 +208,15 @@ class BulkHistogram(PlainHistogram):
             series.total += float(values.sum())
 
 
+def final_status(status: int | None, error: BaseException | None) -> int:
+    """The status a request ends with: the one sent; else 500 if the app raised (what the server's
+    error handler answers); else 499, nginx's "client closed request": the client left first
+    (mid-upload, or cancelled), which must not count toward the 5xx alert."""
+    if status:
+        return status
+    return 500 if isinstance(error, Exception) else 499
+
+
 class RequestTimer:
     """Pure ASGI middleware: latency per route template (not per raw path, to bound cardinality)."""
 
@@ -221,6 +230,7 @@ class RequestTimer:
             return
         start = time.perf_counter()
         status = 0
+        error: BaseException | None = None
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
@@ -230,12 +240,11 @@ class RequestTimer:
 
         try:
             await self.app(scope, receive, send_wrapper)
-        except BaseException:
-            status = status or 500  # what the server error handler outside answers
+        except BaseException as e:
+            error = e
             raise
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
-            # Returned without answering: the client left first (mid-upload, say). Counted as 499,
-            # nginx's "client closed request", so it does not count toward the 5xx alert.
-            self.metrics.observe_request(scope["method"], template, status or 499, time.perf_counter() - start)
+            final = final_status(status, error)
+            self.metrics.observe_request(scope["method"], template, final, time.perf_counter() - start)

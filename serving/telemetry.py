@@ -37,6 +37,7 @@ from observability.server_span import ServerSpans
 from observability.settings import TelemetrySettings
 from observability.tracing import sdk_disabled, setup_tracing, trace_id_hex
 from serving.limits import HEALTH_PATHS
+from serving.metrics import final_status
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +244,7 @@ class RequestTelemetry:
         finally:
             _stats.reset(token)
             if error is not None and status is None and isinstance(error, Exception):
-                status = 500  # what the server error handler outside answers
+                status = final_status(status, error)  # 500: what the server error handler outside answers
             if span is not None and server is not None:
                 server.finish(span, scope, prefix, status, error)
             ms = (time.perf_counter() - t0) * 1e3
@@ -258,7 +259,7 @@ class RequestTelemetry:
                     trace_id,
                     extra={
                         "route": route,
-                        "status": status or 499,  # no answer and no error: the client left first
+                        "status": final_status(status, error),
                         "duration_ms": round(ms, 3),
                         "entity_count": stats.entities,
                         "stages_ms": stats.stages_ms,

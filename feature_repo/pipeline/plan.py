@@ -127,7 +127,7 @@ def sources_outside(registry: RegistryProto, project: str, data_dir: Path) -> li
     outside = []
     for fv in online_views(registry, project):
         uri = fv.spec.batch_source.file_options.uri
-        if uri and "://" not in uri and not Path(uri).resolve().is_relative_to(root):
+        if uri and "://" not in uri and not Path(uri).parent.resolve().is_relative_to(root):
             outside.append(uri)
     return sorted(set(outside))
 

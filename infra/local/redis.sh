@@ -12,13 +12,23 @@ RDIR="$STATE/redis"
 ENVF="$STATE/env"
 mkdir -p "$RDIR"
 
+absolute() {  # $1 made absolute against the working directory, as the Python settings make it
+  python3 -c 'import os, sys; print(os.path.abspath(sys.argv[1]))' "$1"
+}
+
+configured() {  # the exported connection, unless it is a private instance's that a shell sourced from .state/env
+  local conn="${SKEWLESS_REDIS_CONNECTION:-}"
+  [[ -n "$conn" && "$conn" != "${SKEWLESS_STATE_PRIVATE_REDIS:-}" ]] && echo "$conn"
+  return 0
+}
+
 write_env() {  # $1 = host:port[,options]; $2 = "private" for our own instance
   # An exported data dir or registry is kept (made absolute, as the Python settings resolve it),
   # since `make` targets load this file over the environment.
   local data="${SKEWLESS_DATA_DIR:-$ROOT/data}" registry="${SKEWLESS_FEAST_REGISTRY:-$ROOT/data/registry.db}"
   local type=file
-  data="$(realpath -m "$data")"
-  if [[ "$registry" == *://* ]]; then type=sql; else registry="$(realpath -m "$registry")"; fi
+  data="$(absolute "$data")"
+  if [[ "$registry" == *://* ]]; then type=sql; else registry="$(absolute "$registry")"; fi
   cat > "$ENVF" <<EOT
 # Written by infra/local/redis.sh. Source with: set -a; . .state/env; set +a
 SKEWLESS_REDIS_CONNECTION=$1
@@ -62,9 +72,7 @@ case "${1:-up}" in
   up)
     # An exported connection wins, unless it is a private instance's address that a shell picked
     # up by sourcing .state/env (that instance may have stopped, or moved to another port, since).
-    conn="${SKEWLESS_REDIS_CONNECTION:-}"
-    [[ -n "$conn" && "$conn" == "${SKEWLESS_STATE_PRIVATE_REDIS:-}" ]] && conn=""
-    if [[ -n "$conn" ]]; then
+    if [[ -n "$(configured)" ]]; then
       echo "using configured Redis at ${SKEWLESS_REDIS_CONNECTION%%,*}"
       write_env "${SKEWLESS_REDIS_CONNECTION}"
       exit 0
@@ -100,17 +108,26 @@ case "${1:-up}" in
   forget)
     # `make data` replaced the dataset. Materialization writes a row only when it is newer than
     # the stored one, from where the registry's record says the last run ended, so values of the
-    # old dataset would stay and most of the new one would never be written: empty the private
-    # store (running or on disk). A Redis the user configured is never touched.
-    conn="${SKEWLESS_REDIS_CONNECTION:-}"
-    if [[ -n "$conn" && "$conn" != "${SKEWLESS_STATE_PRIVATE_REDIS:-}" ]]; then
+    # old dataset would stay and most of the new one would never be written. So the default
+    # registry file (the record) goes, and the private store is emptied (running or on disk). A
+    # registry or a Redis the user configured is never touched, only named.
+    registry="${SKEWLESS_FEAST_REGISTRY:-$ROOT/data/registry.db}"
+    if [[ "$registry" != *://* && "$(absolute "$registry")" == "$ROOT/data/registry.db" ]]; then
+      rm -f "$ROOT/data/registry.db"
+    else
+      echo "note: the Feast registry at $registry still records how far the previous dataset was" \
+        "materialized; recreate it (feast teardown, then make apply) before materializing the new one" >&2
+    fi
+    conn="$(configured)"
+    if [[ -n "$conn" ]]; then
       echo "note: the online store at ${conn%%,*} still holds the previous dataset's values; clear this" \
         "project's keys there before materializing the new one" >&2
-      exit 0
-    fi
-    if private_alive; then
+    elif private_alive; then
       port="$(cat "$RDIR/port")"
-      redis-cli -p "$port" flushall >/dev/null && redis-cli -p "$port" save >/dev/null
+      if ! redis-cli -p "$port" flushall >/dev/null || ! redis-cli -p "$port" save >/dev/null; then
+        echo "error: could not empty the private Redis on 127.0.0.1:$port" >&2
+        exit 1
+      fi
       echo "emptied the private Redis on 127.0.0.1:$port (it held the previous dataset)"
     else
       rm -f "$RDIR/dump.rdb"

@@ -91,6 +91,22 @@ def test_forget_leaves_a_configured_redis_alone_and_says_so(tmp_path: Path) -> N
     assert "redis.internal:6380 still holds the previous dataset" in out.stderr
 
 
+def test_forget_drops_the_default_registry_and_names_a_configured_one(tmp_path: Path) -> None:
+    # The registry records how far materialization got: for a new dataset, that record is wrong.
+    default = tmp_path / "data" / "registry.db"
+    default.parent.mkdir(parents=True)
+    default.write_bytes(b"registry")
+    assert helper(tmp_path, {}, "forget").returncode == 0
+    assert not default.exists()
+    mine = tmp_path / "elsewhere" / "registry.db"
+    mine.parent.mkdir()
+    mine.write_bytes(b"registry")
+    out = helper(tmp_path, {"SKEWLESS_FEAST_REGISTRY": str(mine)}, "forget")
+    assert out.returncode == 0, out.stderr
+    assert mine.exists()
+    assert f"registry at {mine} still records how far the previous dataset was" in out.stderr
+
+
 def test_forget_drops_a_stopped_private_instances_snapshot(tmp_path: Path) -> None:
     # Restarted, the instance would load the old dataset's values back from its snapshot.
     snapshot = tmp_path / ".state" / "redis" / "dump.rdb"

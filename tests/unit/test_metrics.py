@@ -94,10 +94,16 @@ def test_a_request_the_client_left_is_499_and_a_crash_is_500() -> None:
     async def crashed(scope: Any, receive: Any, send: Any) -> None:
         raise RuntimeError("boom")
 
+    async def cancelled(scope: Any, receive: Any, send: Any) -> None:
+        raise asyncio.CancelledError
+
     metrics = Metrics()
     scope = {"type": "http", "method": "POST", "path": "/v1/predict"}
     asyncio.run(RequestTimer(left, metrics)(scope, None, None))  # type: ignore[arg-type]
     with pytest.raises(RuntimeError):
         asyncio.run(RequestTimer(crashed, metrics)(scope, None, None))  # type: ignore[arg-type]
-    statuses = sorted(status for _, _, status in metrics._requests)
-    assert statuses == [499, 500]
+    assert sorted(status for _, _, status in metrics._requests) == [499, 500]
+    metrics = Metrics()
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(RequestTimer(cancelled, metrics)(scope, None, None))  # type: ignore[arg-type]
+    assert [status for _, _, status in metrics._requests] == [499]  # not a server error

@@ -167,7 +167,9 @@ def test_python_warnings_are_logged_as_json_and_dependency_deprecations_dropped(
     monkeypatch.setattr(root, "level", root.level)
     with warnings.catch_warnings():  # restores the filters setup_logging adds
         warnings.simplefilter("always")
-        setup_logging(TelemetrySettings(log_format="json"))
+        with warnings.catch_warnings():  # as pytest has around each test: on exit it puts the raw hook back
+            setup_logging(TelemetrySettings(log_format="json"))  # an earlier app's start-up
+        setup_logging(TelemetrySettings(log_format="json"))  # this one's, in the same process
         try:
             warnings.warn("a library changed its mind", DeprecationWarning, stacklevel=1)
             warnings.warn("The ``noload`` loader strategy is deprecated (MLflow's)", DeprecationWarning, stacklevel=1)
