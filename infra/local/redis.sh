@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Private local Redis for skewless: `redis.sh up|down|status`.
+# Private local Redis for skewless: `redis.sh install|up|down|status|forget`.
 # up:   reuse the configured Redis (SKEWLESS_REDIS_CONNECTION) or the private one in
 #       .state/redis; otherwise install redis-server if missing (root only) and start a
 #       daemon on a free port. Writes .state/env for later make targets and bare feast.
 # down: stop the private instance (never one we did not start).
-# forget: empty the private instance, running or on disk (after `make data` replaced the dataset).
+# forget: after `make data` replaced the dataset, drop the default registry file (its record of
+#       materialized windows) and empty the private instance, running or on disk.
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
 STATE="$ROOT/.state"
