@@ -84,14 +84,15 @@ def most_recent_end(fv: FeatureViewProto) -> datetime | None:
     return max(ends) if ends else None
 
 
-def start_of(fv: FeatureViewProto, end: datetime, now: datetime) -> datetime:
-    """Where an incremental run starts: the last recorded end; on a first run, ttl before ``end``.
+def start_of(fv: FeatureViewProto, end: datetime, now: datetime, resume: bool = True) -> datetime:
+    """Where an incremental run starts: the last recorded end; on a first run (or with
+    ``resume=False``, a refill), ttl before ``end``.
 
     Feast's own first run starts ttl before *now*. Anchored on ``end`` instead, a run is
     repeatable: re-run with the same end (after a crash, say), it covers exactly the same window,
     whatever the clock says. With the default end, now, the two agree.
     """
-    last = most_recent_end(fv)
+    last = most_recent_end(fv) if resume else None
     if last is not None:
         return last
     ttl = fv.spec.ttl.ToTimedelta()

@@ -509,12 +509,13 @@ def _ahead(items: Iterator[T], depth: int = 2) -> Generator[T, None, None]:
         worker.join()
 
 
-def materialize_incremental(plan: Plan, end: datetime, chunk_rows: int = 20_000) -> dict[str, int]:
+def materialize_incremental(plan: Plan, end: datetime, chunk_rows: int = 20_000, resume: bool = True) -> dict[str, int]:
     """Feast's ``materialize_incremental`` up to ``end`` with this writer; rows written per view.
 
     Check ``plan.why_not()`` first. Views that read the same source over the same window share one
     pull (the latest row per entity does not depend on which feature columns are selected) and
     one write per entity. A view's run is recorded in the registry once all its rows are written.
+    ``resume=False`` ignores the recorded runs: every view's first-run window, to refill a store.
     """
     project = plan.target.project
     now = datetime.now(UTC)
@@ -522,7 +523,7 @@ def materialize_incremental(plan: Plan, end: datetime, chunk_rows: int = 20_000)
     grouped: dict[tuple[Any, ...], list[FeatureViewProto]] = {}
     for fv in online_views(plan.registry, project):
         source = fv.spec.batch_source
-        start = start_of(fv, end, now)
+        start = start_of(fv, end, now, resume)
         join = tuple(c.name for c in fv.spec.entity_columns)
         key = (source.file_options.uri, source.timestamp_field, source.created_timestamp_column, join, start)
         grouped.setdefault(key, []).append(fv)

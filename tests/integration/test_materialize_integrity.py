@@ -1,6 +1,6 @@
 """Materialization keeps Redis whole: a run killed with SIGKILL part-way, then re-run, ends
-byte-identical to one clean run. (A second run changing nothing and a failed validation writing
-nothing are in test_feature_repo.py.)"""
+byte-identical to one clean run; a Redis that lost its data is refilled by the next run. (A second
+run changing nothing and a failed validation writing nothing are in test_feature_repo.py.)"""
 
 from __future__ import annotations
 
@@ -90,3 +90,30 @@ def test_a_run_killed_part_way_then_rerun_ends_identical_to_a_clean_run(
     finally:
         clean.kill()
         killed.kill()
+
+
+def test_a_redis_that_lost_its_data_is_refilled_by_the_next_run(feature_env: FeatureEnv, tmp_path: Path) -> None:
+    # Restarted without persistence, or failed over: the registry still records the runs, so a plain
+    # incremental run would write only rows newer than its last end, and most users would stay missing.
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SKEWLESS_", "OTEL_"))}
+    redis_proc = RedisProcess(port=free_port(), workdir=tmp_path / "redis").start()
+    try:
+        env = base | {
+            "SKEWLESS_DATA_DIR": str(feature_env.data_dir),
+            "OTEL_SDK_DISABLED": "true",
+            "SKEWLESS_REDIS_CONNECTION": redis_proc.connection,
+            "SKEWLESS_FEAST_REGISTRY": str(tmp_path / "registry.db"),
+        }
+        _run(env, "apply")
+        first_end = pd.Timestamp.now(tz="UTC")
+        _run(env, "materialize", "--end", first_end.isoformat())
+        client = redis_proc.client()
+        digest = redis_digest(client)
+        assert client.dbsize() > 1
+        client.flushall()
+        _run(env, "materialize", "--end", (first_end + pd.Timedelta(minutes=1)).isoformat())
+        assert redis_digest(client) == digest
+        _run(env, "materialize", "--end", (first_end + pd.Timedelta(minutes=2)).isoformat())  # intact: resumes
+        assert redis_digest(client) == digest
+    finally:
+        redis_proc.kill()
