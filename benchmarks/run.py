@@ -169,8 +169,10 @@ def main(
             )
             return int(done.stdout.strip())
 
-        # Entity keys: every key but materialization's own mark (feature_repo/pipeline/materialize.py).
-        rows = redis_int("dbsize") - redis_int("exists", "skewless:materialized:skewless")
+        # Entity keys: every key but the writer's mark of a finished run.
+        from feature_repo.pipeline.materialize import mark_key
+
+        rows = redis_int("dbsize") - redis_int("exists", mark_key("skewless"))
         steps["materialize"]["entity_rows"] = rows
         steps["materialize"]["rows_per_s"] = rows / steps["materialize"]["seconds"]
         inner = steps["materialize"].get("in_process_seconds")

@@ -97,9 +97,9 @@ class RedisProcess:
 
 
 def feast_keys(client: redis.Redis) -> list[bytes]:
-    """Every key Feast's layout stores: all but skewless' own mark of a materialized project
-    (``skewless:materialized:<project>``, which Feast's own materializer does not write)."""
-    return [k for k in client.scan_iter(count=1000) if not k.startswith(b"skewless:materialized:")]
+    """Every key Feast's layout stores: all but the column-wise writer's own marks
+    (``skewless:materialized:<project>``; feature_repo/pipeline/materialize.py), which Feast does not write."""
+    return [k for k in client.scan_iter(count=1000) if not k.startswith(b"skewless:materializ")]
 
 
 def redis_digest(client: redis.Redis) -> str:

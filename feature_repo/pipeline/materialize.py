@@ -14,7 +14,6 @@ from feature_repo.store import feast_env, open_store
 
 if TYPE_CHECKING:
     from feast import FeatureStore
-    from redis import Redis
 
 log = logging.getLogger(__name__)
 
@@ -55,53 +54,60 @@ def materialize(store: FeatureStore | None, settings: FeastSettings, end: dateti
             f"the registry's feature views read {', '.join(outside)}, outside the validated folder "
             f"{settings.data_dir}; run `make apply` with this SKEWLESS_DATA_DIR first"
         )
-    online = _online_store(plan)
-    try:
-        resume = not _lost_its_data(online, plan)
-        why_not = plan.why_not()
-        if why_not is None:
-            from feature_repo.pipeline import writer
-
-            written = writer.materialize_incremental(plan, end, settings.materialize_chunk_rows, resume)
-            log.info("materialized with the column-wise writer: %s rows per view", written)
-        else:
-            assert store is not None
-            log.info("materialized through Feast's own writer: %s", why_not)
-            if resume:
-                store.materialize_incremental(end_date=end)
-            else:  # the first-run window of every view, as the writer's refill
-                now = datetime.now(UTC)
-                for fv in plans.online_views(plan.registry, plan.target.project):
-                    start = plans.start_of(fv, end, now, resume=False)
-                    store.materialize(start_date=start, end_date=end, feature_views=[fv.spec.name])
-        online.set(_mark(plan), end.isoformat())
-    finally:
-        online.close()
+    why_not = plan.why_not()
+    if why_not is None:
+        written = _write(plan, end, settings.materialize_chunk_rows)
+        log.info("materialized with the column-wise writer: %s rows per view", written)
+    else:
+        assert store is not None
+        log.info("materialized through Feast's own writer: %s", why_not)
+        store.materialize_incremental(end_date=end)
     return end
 
 
-def _mark(plan: plans.Plan) -> str:
-    """The key that says this online store holds the project's materialized rows (not a Feast key:
-    the readers only look at keys made of an entity key and the project)."""
-    return f"skewless:materialized:{plan.target.project}"
+def mark_key(project: str) -> str:
+    """The key saying the online store holds what the registry records as materialized for
+    ``project`` (not a Feast key: the readers only look at keys made of an entity key and the project)."""
+    return f"skewless:materialized:{project}"
 
 
-def _online_store(plan: plans.Plan) -> Redis:
+def _write(plan: plans.Plan, end: datetime, chunk_rows: int) -> dict[str, int]:
+    """The column-wise writer's run, refilling a store that lost its data.
+
+    The registry says how far earlier runs got; only the store can say whether it still holds what
+    they wrote. A store that restarted without persistence, failed over or was flushed has lost the
+    mark each finished run leaves, and resuming from the recorded end would never write back the
+    entities without newer rows: so the run writes every view's first-run window instead (its ttl,
+    or 52 weeks without one). A key set for this run, checked at its end, catches a loss during it.
+    Only here, where the store is one plain Redis (``Plan.why_not``); Feast's path resumes as Feast does.
+    """
+    from uuid import uuid4
+
     from redis import Redis
 
+    from feature_repo.pipeline import writer
+
+    project = plan.target.project
+    mark, running, run_id = mark_key(project), f"skewless:materializing:{project}", uuid4().hex
     host, port, params = plans.parse_connection_string(plan.target.connection_string)
-    return Redis(host=host, port=port, **params)
-
-
-def _lost_its_data(online: Redis, plan: plans.Plan) -> bool:
-    """The registry records earlier runs but the store has no mark of them: it lost its data
-    (restarted without persistence, failed over, flushed). Resuming from the recorded end would
-    never write back the entities that have no newer rows, so the run refills instead."""
-    recorded = any(plans.most_recent_end(fv) for fv in plans.online_views(plan.registry, plan.target.project))
-    if not recorded or online.exists(_mark(plan)):
-        return False
-    log.warning(
-        "the online store holds no mark of the runs the registry records (it lost its data?): "
-        "refilling every view's first-run window instead of resuming"
-    )
-    return True
+    online = Redis(host=host, port=port, **params)
+    try:
+        recorded = any(plans.most_recent_end(fv) for fv in plans.online_views(plan.registry, project))
+        resume = not recorded or bool(online.exists(mark))
+        if not resume:
+            log.warning(
+                "the online store holds no mark of the runs the registry records (it lost its data?): "
+                "refilling every view's first-run window instead of resuming"
+            )
+        online.set(running, run_id)
+        written = writer.materialize_incremental(plan, end, chunk_rows, resume)
+        if online.get(running) == run_id.encode():
+            online.set(mark, end.isoformat())
+            online.delete(running)
+        else:
+            log.warning(
+                "the online store lost its data during the run (or another run overlapped); the next refills it"
+            )
+        return written
+    finally:
+        online.close()

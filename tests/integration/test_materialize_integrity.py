@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from feature_repo.pipeline.materialize import mark_key
 from feature_repo.settings import PROJECT_ROOT
 from tests.conftest import FeatureEnv
 from tests.support import RedisProcess, free_port, redis_digest
@@ -104,16 +105,24 @@ def test_a_redis_that_lost_its_data_is_refilled_by_the_next_run(feature_env: Fea
             "SKEWLESS_REDIS_CONNECTION": redis_proc.connection,
             "SKEWLESS_FEAST_REGISTRY": str(tmp_path / "registry.db"),
         }
+
+        def materialize(minutes: int) -> str:
+            proc = _cli(env, "materialize", "--end", (first_end + pd.Timedelta(minutes=minutes)).isoformat())
+            out, _ = proc.communicate(timeout=300)
+            assert proc.returncode == 0, out.decode(errors="replace")
+            return out.decode(errors="replace")
+
         _run(env, "apply")
         first_end = pd.Timestamp.now(tz="UTC")
-        _run(env, "materialize", "--end", first_end.isoformat())
+        assert "refilling" not in materialize(0)  # a first run: nothing recorded, nothing to refill
         client = redis_proc.client()
         digest = redis_digest(client)
         assert client.dbsize() > 1
+        assert client.exists(mark_key("skewless")) and not client.exists("skewless:materializing:skewless")
         client.flushall()
-        _run(env, "materialize", "--end", (first_end + pd.Timedelta(minutes=1)).isoformat())
+        assert "refilling" in materialize(1)
         assert redis_digest(client) == digest
-        _run(env, "materialize", "--end", (first_end + pd.Timedelta(minutes=2)).isoformat())  # intact: resumes
+        assert "refilling" not in materialize(2)  # intact, and marked: resumes
         assert redis_digest(client) == digest
     finally:
         redis_proc.kill()
