@@ -18,10 +18,20 @@ _SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access")
 # Libraries that say at INFO what they do on every registry read ("Registry cache expired, so
 # refreshing", 15 lines per model check): WARNING and up only, unless asked for DEBUG.
 _CHATTY_LOGGERS = ("feast",)
-# Deprecations inside dependencies, raised at every start and not ours to act on: MLflow's
-# SQLAlchemy store configures a loader strategy SQLAlchemy 2.1 deprecates. Any other warning is
-# logged (as JSON, on the ``py.warnings`` logger).
-_DEPENDENCY_DEPRECATIONS = ("The ``noload`` loader strategy is deprecated",)
+# Deprecations inside dependencies, raised on every run and not ours to act on: MLflow's
+# SQLAlchemy store configures a loader strategy SQLAlchemy 2.1 deprecates; ibis (under Feast's
+# DuckDB offline store) calls a DuckDB method DuckDB deprecates. Any other warning is logged (as
+# JSON, on the ``py.warnings`` logger, in the API).
+_DEPENDENCY_DEPRECATIONS = (
+    "The ``noload`` loader strategy is deprecated",
+    "fetch_arrow_table() is deprecated",
+)
+
+
+def ignore_dependency_deprecations() -> None:
+    """Drop the dependency deprecations above: the API's JSON logs and the CLIs' consoles alike."""
+    for message in _DEPENDENCY_DEPRECATIONS:
+        warnings.filterwarnings("ignore", message=re.escape(message))
 
 
 class TraceContextFilter(logging.Filter):
@@ -66,8 +76,7 @@ def setup_logging(settings: TelemetrySettings) -> None:
     # every test in one) puts the original hook back while logging still believes it captures.
     logging.captureWarnings(False)
     logging.captureWarnings(True)
-    for message in _DEPENDENCY_DEPRECATIONS:
-        warnings.filterwarnings("ignore", message=re.escape(message))
+    ignore_dependency_deprecations()
     for name in _CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING)
     for name in _SERVER_LOGGERS:

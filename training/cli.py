@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from observability.logs import ignore_dependency_deprecations
 from observability.tracing import trace_id_hex, traced_run
 from training.pipeline import BASELINES, CANDIDATE, TrainResult, run_training
 from training.registry import RollbackError, rollback
@@ -57,6 +58,7 @@ def train(
     Exits 0 whenever a version was registered, promoted or not; the summary says why.
     """
     settings = _settings(feature_service=service, seed=seed, max_rounds=max_rounds, model_name=model_name)
+    ignore_dependency_deprecations()
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(), console=console)
     with traced_run(SERVICE_NAME, "train") as span, progress as bar:
         task = bar.add_task("starting", total=None)
