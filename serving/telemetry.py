@@ -244,7 +244,7 @@ class RequestTelemetry:
         finally:
             _stats.reset(token)
             if error is not None and status is None and isinstance(error, Exception):
-                status = final_status(status, error)  # 500: what the server error handler outside answers
+                status = 500  # what the server error handler outside answers
             if span is not None and server is not None:
                 server.finish(span, scope, prefix, status, error)
             ms = (time.perf_counter() - t0) * 1e3

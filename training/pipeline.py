@@ -98,8 +98,8 @@ def _schema_witness(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 class ChampionUnservableError(Exception):
-    """The champion cannot be served any more (no contract, no loadable model, its feature service
-    gone or changed): serving refuses it, so it no longer competes and the baselines decide."""
+    """The champion's feature service is gone or changed (``feature_repo.contract.mismatch``):
+    serving refuses it, so it no longer competes and the baselines decide."""
 
 
 def _champion_scores(
@@ -109,10 +109,11 @@ def _champion_scores(
     name: str,
     version: str,
 ) -> tuple[np.ndarray | None, str]:
-    """The current champion's scores on this test window, or None and why it cannot be served.
+    """The current champion's scores on this test window, or None and why serving would refuse it
+    (no contract tags, no LightGBM model, ``ChampionUnservableError`` from ``store_features``).
 
-    Only ``ChampionUnservableError`` means that. Any other failure (the offline store, MLflow)
-    propagates: it says nothing about the champion, so it must not let a candidate in unopposed.
+    Any other failure (the offline store, MLflow failing) propagates: it says nothing about the
+    champion, so it must not let a candidate in unopposed.
     """
     try:
         booster, contract = registry.load_version(name, version)
@@ -204,10 +205,8 @@ def run_training(
                 )
             except Exception as e:  # transient or unknown: keep the champion, still register the candidate
                 log.exception("scoring champion v%s failed", champion.version)
-                champ_scores, blocked = (
-                    None,
-                    f"champion v{champion.version} could not be scored ({type(e).__name__}: {e})",
-                )
+                champ_scores = None
+                blocked = f"champion v{champion.version} could not be scored ({type(e).__name__}: {e})"
             if champ_scores is not None:
                 scores["champion"] = champ_scores
                 results["champion"] = evaluate.metrics(y_test, champ_scores)

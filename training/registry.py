@@ -84,7 +84,7 @@ class Rollback:
     to_version: str
 
 
-def unservable_because(tags: dict[str, str], feast_settings: FeastSettings) -> str | None:
+def _unservable_because(tags: dict[str, str], feast_settings: FeastSettings) -> str | None:
     """Why serving would refuse a version with these tags against the live Feast registry; None if it would not."""
     from feature_repo.store import open_store
 
@@ -112,7 +112,7 @@ def rollback(settings: TrainSettings, feast_settings: FeastSettings | None = Non
         raise RollbackError(f"{name} v{current.version} is the first champion; there is nothing to roll back to")
     earlier = client.get_model_version(name, previous)  # fails loudly if the version was deleted
     if not force:
-        why = unservable_because(earlier.tags, feast_settings or get_feast_settings())
+        why = _unservable_because(earlier.tags, feast_settings or get_feast_settings())
         if why is not None:
             raise RollbackError(
                 f"{name} v{previous} cannot be served any more: {why}. Serving would refuse it and keep "
